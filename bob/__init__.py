@@ -1,0 +1,8 @@
+"""bob: few-shot fine-grained classification with BOB synthetic data, on PyTorch Lightning."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("bob")
+except PackageNotFoundError:  # running from a source tree that was not pip-installed
+    __version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`python -m bob` runs the same CLI as main.py."""
+
+from bob.cli import main
+
+main()

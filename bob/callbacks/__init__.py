@@ -1,0 +1,3 @@
+"""Lightning callbacks; importing this registers their short names for YAML."""
+
+__all__: list[str] = []

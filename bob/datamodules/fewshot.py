@@ -1,0 +1,201 @@
+"""The few-shot DataModule: reads or draws the split, serves real images as dict batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from bob.data.caption_bank import CaptionBank
+from bob.data.datasets.base import DatasetReader
+from bob.data.images import verify_images
+from bob.data.records import ImageRecord
+from bob.data.splits import FewShotSplit, sample_fewshot_split
+from bob.datamodules.real_images import RecordDataset
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPLIT_FILE = "runs/splits/{dataset}_{shots}shot_seed{seed}.json"
+
+
+def default_train_transform(image_size: int) -> v2.Compose:
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=(0.25, 1.0), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ]
+    )
+
+
+def default_eval_transform(image_size: int) -> v2.Compose:
+    return v2.Compose(
+        [
+            v2.Resize(image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(image_size),
+        ]
+    )
+
+
+class FewShotDataModule(LightningDataModule):
+    """Real images of a few-shot split.
+
+    The split is read from ``split_file`` when it exists and drawn (then saved there) when it
+    does not, so every stage pointed at the same file sees the same images. ``predict`` serves
+    the training shots, which is what the captioning stage describes.
+
+    Args:
+        dataset: the dataset reader (``class_path: FGVCAircraft``, ``ClassFolders``...).
+        shots: real training images per class.
+        seed: seed of the split draw.
+        split_file: where the split is read from or written to; ``{dataset}``, ``{shots}`` and
+            ``{seed}`` are filled in.
+        val_per_class: extra real validation images per class from the official train split;
+            None takes the dataset's default (PAPER.md's sizes).
+        image_size: side of the square images the model receives.
+        batch_size: images per batch on each device.
+        num_workers: dataloader worker processes.
+        train_transform: augmentation applied to uint8 image tensors during fit; None uses a
+            random resized crop and horizontal flip.
+        eval_transform: transform for validation, test and predict; None resizes and center-crops.
+        verify_shots: decode every training shot once in ``setup`` so a corrupt file fails early.
+        caption_bank: folder of a caption bank (stage 1 output); when given, every sample also
+            carries one string field per attribute (``background``, ``pose``...) and the bank
+            must match the training shots exactly.
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetReader,
+        shots: int = 5,
+        seed: int = 0,
+        split_file: str = DEFAULT_SPLIT_FILE,
+        val_per_class: int | None = None,
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        train_transform: Callable | None = None,
+        eval_transform: Callable | None = None,
+        verify_shots: bool = True,
+        caption_bank: str | None = None,
+    ):
+        super().__init__()
+        self.dataset = dataset
+        self.shots = shots
+        self.seed = seed
+        self.split_file_template = split_file
+        self.val_per_class = val_per_class
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_transform = train_transform or default_train_transform(image_size)
+        self.eval_transform = eval_transform or default_eval_transform(image_size)
+        self.verify_shots = verify_shots
+        self.caption_bank_path = caption_bank
+        self._split: FewShotSplit | None = None
+        self._caption_bank: CaptionBank | None = None
+
+    # Values linked into the model by the CLI (they must agree between data and model).
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset.class_names
+
+    @property
+    def prompt_names(self) -> list[str]:
+        return self.dataset.prompt_names
+
+    @property
+    def descriptor(self) -> str:
+        return self.dataset.descriptor
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def split_file(self) -> Path:
+        return Path(
+            self.split_file_template.format(dataset=self.dataset.name, shots=self.shots, seed=self.seed)
+        )
+
+    @property
+    def split(self) -> FewShotSplit:
+        """The split, loaded or drawn on first use (cheap: index files only, no images)."""
+        if self._split is None:
+            self._split = self._load_or_make_split()
+        return self._split
+
+    @property
+    def caption_bank(self) -> CaptionBank | None:
+        """The attached caption bank, checked against the training shots on first use."""
+        if self.caption_bank_path is None:
+            return None
+        if self._caption_bank is None:
+            bank = CaptionBank.load(self.caption_bank_path)
+            bank.check_matches(self.split.train)
+            self._caption_bank = bank
+        return self._caption_bank
+
+    def _make_split(self) -> FewShotSplit:
+        val = self.val_per_class if self.val_per_class is not None else self.dataset.default_val_per_class
+        return sample_fewshot_split(self.dataset, self.shots, self.seed, val)
+
+    def _load_or_make_split(self) -> FewShotSplit:
+        path = self.split_file
+        if path.is_file():
+            split = FewShotSplit.load(path, self.dataset)
+            log.info("read split %s (%d train, %d val, %d test)", path, len(split.train), len(split.val), len(split.test))
+            return split
+        split = self._make_split()
+        # Under DDP every rank draws the same split; writing is atomic, so concurrent writes are harmless.
+        split.save(path)
+        log.info("wrote split %s (%d train, %d val, %d test)", path, len(split.train), len(split.val), len(split.test))
+        return split
+
+    def prepare_data(self) -> None:
+        self.dataset.check_layout()
+        _ = self.split
+
+    def setup(self, stage: str) -> None:
+        if self.verify_shots:
+            verify_images([r.path for r in self.split.train])
+        _ = self.caption_bank
+
+    def extra_fields(self, record: ImageRecord) -> dict[str, Any]:
+        """Per-sample fields beyond image and label: caption attributes of training images."""
+        bank = self.caption_bank
+        if bank is None or record.sample_id not in bank.records:
+            return {}
+        return dict(bank[record.sample_id].attributes)
+
+    def records_dataset(self, records: list[ImageRecord], train: bool) -> Dataset:
+        transform = self.train_transform if train else self.eval_transform
+        return RecordDataset(records, transform, self.extra_fields)
+
+    def make_dataloader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        """The one dataloader factory every DataModule in bob uses."""
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_dataloader(self.records_dataset(self.split.train, train=True), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.make_dataloader(self.records_dataset(self.split.val, train=False), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.make_dataloader(self.records_dataset(self.split.test, train=False), shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.make_dataloader(self.records_dataset(self.split.train, train=False), shuffle=False)

@@ -31,3 +31,9 @@ def make_class_folders(
                 seed += 1
                 write_image(root / split / name / f"{name}_{i:03d}{suffix}", seed)
     return root
+
+
+#: Reader class name -> function writing a fake of its layout into a folder (returns the root).
+FAKE_LAYOUT_WRITERS = {
+    "ClassFolders": lambda root: make_class_folders(root, ["alpha", "beta", "gamma"], train_per_class=30),
+}

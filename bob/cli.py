@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 import bob
 import bob.callbacks  # noqa: F401  (registers short class names for YAML)
@@ -41,9 +44,38 @@ class BobCLI(LightningCLI):
         for name in ("class_names", "prompt_names", "descriptor", "num_classes", "image_size"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    def after_fit(self) -> None:
+        """Test the best-validation checkpoint when the model asks for it (``test_after_fit``)."""
+        if not getattr(self.model, "test_after_fit", False) or self.trainer.interrupted:
+            return
+        if not is_overridden("test_dataloader", self.datamodule, LightningDataModule):
+            return
+        checkpoint = self.trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+        if not best:
+            rank_zero_warn(
+                "no best-validation checkpoint to test (no validation ran, or no ModelCheckpoint "
+                "monitors val/acc); testing the weights of the last step"
+            )
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def show_bob_logs() -> None:
+    """Print bob's own INFO messages (split files written, banks read...) next to Lightning's."""
+    logger = logging.getLogger("bob")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s bob: %(message)s"))
+        # Under DDP every rank runs the same code: info once, warnings from whichever rank sees them.
+        handler.addFilter(lambda record: record.levelno >= logging.WARNING or rank_zero_only.rank == 0)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
 
 def main(args: list[str] | None = None, run: bool = True) -> BobCLI:
     """Run the CLI; ``args`` lets tests call it in-process."""
+    show_bob_logs()
     return BobCLI(
         LightningModule,
         LightningDataModule,

@@ -9,7 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# Tiny models: one intra-op thread is many times faster than two contended ones on small CPUs.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,11 @@ def tiny_sd_path(tmp_path_factory):
     from tests.tiny_models import save_tiny_stable_diffusion
 
     return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory):
+    """A tiny random CLIP model folder (32 px images, with tokenizer), built once per test session."""
+    from tests.tiny_models import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))

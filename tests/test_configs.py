@@ -1,4 +1,4 @@
-"""Every shipped YAML parses, and every stage config instantiates its model, data and trainer."""
+"""Every shipped YAML parses and instantiates: stage configs alone, parts merged onto a stage."""
 
 from pathlib import Path
 
@@ -7,15 +7,33 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 
 from bob.cli import main
+from bob.datamodules import FewShotDataModule
 from tests import fake_data
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINER_PRESETS = sorted((REPO / "configs" / "trainer").glob("*.yaml"))
-STAGE_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "trainer" and "parts" not in p.parts)
+CONFIGS = REPO / "configs"
+TRAINER_PRESETS = sorted((CONFIGS / "trainer").glob("*.yaml"))
+#: Stage the classifier parts and grids are merged onto.
+CLASSIFIER_BASE = CONFIGS / "aircraft.yaml"
 
 
-def dataset_section(config: dict) -> dict:
-    return config["data"]["init_args"]["dataset"]
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def is_stage(path: Path) -> bool:
+    raw = load(path)
+    return "model" in raw and "data" in raw
+
+
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "trainer")
+STAGES = [p for p in SHIPPED if is_stage(p)]
+GRIDS = [p for p in SHIPPED if p.parent.name == "grids"]
+PARTS = [p for p in SHIPPED if p not in STAGES and p not in GRIDS]
+
+
+def config_id(path: Path) -> str:
+    return str(path.relative_to(CONFIGS))
 
 
 @pytest.fixture(scope="module")
@@ -26,31 +44,59 @@ def fake_roots(tmp_path_factory):
     def root_for(reader_class: str) -> Path:
         short = reader_class.rsplit(".", 1)[-1]
         if short not in made:
-            writer = fake_data.FAKE_LAYOUT_WRITERS[short]
-            made[short] = writer(tmp_path_factory.mktemp(short))
+            made[short] = fake_data.FAKE_LAYOUT_WRITERS[short](tmp_path_factory.mktemp(short))
         return made[short]
 
     return root_for
 
 
-@pytest.mark.parametrize("config", STAGE_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_stage_config_instantiates(config, fake_roots, tmp_path):
-    raw = yaml.safe_load(config.read_text())
-    if "data" not in raw or "model" not in raw:
-        pytest.fail(f"{config} is not a complete stage config (needs model and data)")
-    reader = dataset_section(raw)["class_path"]
-    cli = main(
-        [
-            "-c", str(config),
-            f"--data.init_args.dataset.init_args.root={fake_roots(reader)}",
+def deep_merge(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def instantiate(configs: list[Path], fake_roots, tmp_path: Path, extra: list[str] = ()):
+    """Instantiate model, data and trainer as `fit`/`predict` would, on a fake copy of the dataset."""
+    merged: dict = {}
+    for path in configs:
+        deep_merge(merged, load(path))
+    overrides = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32-true"]
+    dataset = merged["data"].get("init_args", {}).get("dataset")
+    if dataset is not None:
+        overrides += [
+            f"--data.init_args.dataset.init_args.root={fake_roots(dataset['class_path'])}",
             f"--data.init_args.split_file={tmp_path / 'split.json'}",
-            "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32-true",
-        ],
-        run=False,
-    )
+        ]
+    args = [arg for path in configs for arg in ("-c", str(path))]
+    return main([*args, *overrides, *extra], run=False)
+
+
+def check(cli) -> None:
     assert isinstance(cli.model, LightningModule)
     assert isinstance(cli.datamodule, LightningDataModule)
-    assert cli.datamodule.num_classes >= 2
+    if isinstance(cli.datamodule, FewShotDataModule):
+        assert cli.datamodule.num_classes >= 2
+
+
+@pytest.mark.parametrize("config", STAGES, ids=config_id)
+def test_stage_config_instantiates(config, fake_roots, tmp_path):
+    check(instantiate([config], fake_roots, tmp_path))
+
+
+@pytest.mark.parametrize("part", PARTS, ids=config_id)
+def test_config_part_instantiates_on_the_classifier_stage(part, fake_roots, tmp_path):
+    check(instantiate([CLASSIFIER_BASE, part], fake_roots, tmp_path))
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=config_id)
+def test_grid_keys_are_cli_options(grid, fake_roots, tmp_path):
+    backbone = CONFIGS / "classifier" / "backbones" / grid.name
+    extra = [f"--{key}={values[-1]}" for key, values in load(grid).items()]
+    check(instantiate([CLASSIFIER_BASE, backbone], fake_roots, tmp_path, extra))
 
 
 @pytest.mark.parametrize("preset", TRAINER_PRESETS, ids=lambda p: p.name)
@@ -59,6 +105,6 @@ def test_trainer_preset_merges_after_a_stage_config(preset, capsys):
         main(["fit", "-c", str(REPO / "tests" / "configs" / "toy_fit.yaml"), "-c", str(preset), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    expected = yaml.safe_load(preset.read_text())["trainer"]
+    expected = load(preset)["trainer"]
     for key, value in expected.items():
         assert printed["trainer"][key] == value

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from bob.data import ClassFolders, FewShotSplit, sample_fewshot_split
+from bob.data import ClassFolders, FewShotSplit, ImageRecord, sample_fewshot_split
 from bob.data.errors import DatasetLayoutError, SplitError
 from tests.fake_data import make_class_folders
 
@@ -53,4 +53,76 @@ def test_split_file_naming_missing_image_fails(reader, tmp_path):
 
 def test_missing_root_says_what_to_do(tmp_path):
     with pytest.raises(DatasetLayoutError, match="does not exist"):
-        ClassFolders(tmp_path / "nowhere").class_names
+        ClassFolders(tmp_path / "nowhere").records("train")
+
+
+def _edit_split(reader, tmp_path, edit):
+    path = sample_fewshot_split(reader, shots=2, seed=0, val_per_class=2).save(tmp_path / "s.json")
+    payload = json.loads(path.read_text())
+    edit(payload)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def test_split_file_naming_unknown_class_fails(reader, tmp_path):
+    def edit(payload):
+        payload["train"][0][1] = "delta"
+
+    with pytest.raises(SplitError, match="unknown class.*delta"):
+        FewShotSplit.load(_edit_split(reader, tmp_path, edit), reader)
+
+
+def test_split_file_with_other_classes_fails(reader, tmp_path):
+    def edit(payload):
+        payload["class_names"] = ["alpha", "beta", "omega"]
+
+    with pytest.raises(SplitError, match="omega"):
+        FewShotSplit.load(_edit_split(reader, tmp_path, edit), reader)
+
+
+def test_split_file_relabelling_an_image_fails(reader, tmp_path):
+    def edit(payload):
+        payload["train"][0][1] = "gamma" if payload["train"][0][1] != "gamma" else "alpha"
+
+    with pytest.raises(SplitError, match="wrong class"):
+        FewShotSplit.load(_edit_split(reader, tmp_path, edit), reader)
+
+
+def test_split_file_using_a_test_image_for_training_fails(reader, tmp_path):
+    def edit(payload):
+        payload["train"][0] = payload["test"][0]
+
+    with pytest.raises(SplitError, match="not in the official split"):
+        FewShotSplit.load(_edit_split(reader, tmp_path, edit), reader)
+
+
+def test_split_file_whose_val_overlaps_the_shots_fails(reader, tmp_path):
+    def edit(payload):
+        payload["val"][0] = payload["train"][0]
+
+    with pytest.raises(SplitError, match="also training shots"):
+        FewShotSplit.load(_edit_split(reader, tmp_path, edit), reader)
+
+
+def test_copied_shot_in_val_is_caught_by_content(reader, tmp_path):
+    split = sample_fewshot_split(reader, shots=2, seed=0, val_per_class=2)
+    copy = tmp_path / "copies" / "0.png"
+    copy.parent.mkdir()
+    copy.write_bytes(split.val[0].path.read_bytes())
+    train = [ImageRecord("2shot/train/x/0.png", copy, split.val[0].label, split.val[0].class_name), *split.train[1:]]
+    with pytest.raises(SplitError, match=r"2shot/train/x/0\.png"):
+        FewShotSplit(split.dataset, 0, split.class_names, train, split.val, split.test, data_dir=reader.data_dir)
+
+
+def test_external_records_round_trip_with_their_path(reader, tmp_path):
+    split = sample_fewshot_split(reader, shots=2, seed=0, val_per_class=2)
+    copy = tmp_path / "elsewhere" / "0.png"
+    copy.parent.mkdir()
+    copy.write_bytes(split.train[0].path.read_bytes())
+    moved = ImageRecord("2shot/train/alpha/0.png", copy, split.train[0].label, split.train[0].class_name)
+    split.train[0] = moved
+    saved = json.loads(split.save(tmp_path / "s.json").read_text())
+    assert saved["train"][0] == ["2shot/train/alpha/0.png", moved.class_name, str(copy)]
+    assert saved["train"][1] == [split.train[1].sample_id, split.train[1].class_name]
+    loaded = FewShotSplit.load(tmp_path / "s.json", reader)
+    assert loaded.train[0] == moved and loaded.to_dict() == split.to_dict()

@@ -100,3 +100,23 @@ def save_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
     )
     pipeline.save_pretrained(folder)
     return folder
+
+
+def save_tiny_clip(folder: str | Path, image_size: int = 32, patch_size: int = 8, seed: int = 0) -> Path:
+    """Save a random-weight `CLIPModel` (both towers, 2 layers, width 32) with its tokenizer as a folder."""
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tokenizer_files:
+        tokenizer = tiny_clip_tokenizer(tokenizer_files)
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=image_size, patch_size=patch_size, projection_dim=32,
+    )
+    config = CLIPConfig(
+        text_config=tiny_clip_text_config(len(tokenizer)).to_dict(), vision_config=vision.to_dict(), projection_dim=32
+    )
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,3 +1,8 @@
 """Lightning callbacks; importing this registers their short names for YAML."""
 
-__all__: list[str] = []
+from bob.callbacks.caption_writer import CaptionWriter
+from bob.callbacks.lora_export import LoRAExport
+from bob.callbacks.sample_grid import SampleGrid
+from bob.callbacks.synthetic_writer import SyntheticSetWriter
+
+__all__: list[str] = ["CaptionWriter", "LoRAExport", "SampleGrid", "SyntheticSetWriter"]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bob.atomic import atomic_write, atomic_write_json
 from bob.data.errors import BobInputError
+from bob.data.prompt_fit import fit_context_to_token_limit, longest_class_name, token_limit
+from bob.data.prompts import PromptTemplate
 from bob.data.records import ImageRecord
 
 RECORDS_FILE = "records.jsonl"
@@ -30,7 +33,9 @@ class CaptionRecord:
         class_name: its raw class name (kept for checks; never put into a caption).
         attributes: attribute name -> cleaned text, e.g. ``{"background": "grass, sky"}``.
         raw: attribute name -> the text as first produced, when cleaning changed it.
-        notes: what cleaning did, e.g. ``["redacted:background", "shortened:pose"]``.
+        notes: what cleaning did, ``<what>:<attribute>``: ``redacted`` (the class was named and
+            replaced by the descriptor), ``retried`` (the first answer was empty),
+            ``shortened`` (cut to fit a text encoder's token limit).
     """
 
     sample_id: str
@@ -42,6 +47,10 @@ class CaptionRecord:
 
 class CaptionBank:
     """One `CaptionRecord` per real training image, saved as ``records.jsonl`` + ``manifest.json``.
+
+    The manifest says what made the bank (source, model, questions, input fingerprints,
+    package versions) and, for a captioning run, whether it is ``complete``: images that failed
+    are listed under ``failed`` (sample id -> reason) and ``missing``.
 
     Args:
         records: the records, any order (kept sorted by sample id).
@@ -73,6 +82,18 @@ class CaptionBank:
     def __getitem__(self, sample_id: str) -> CaptionRecord:
         return self.records[sample_id]
 
+    @property
+    def complete(self) -> bool:
+        """False when the captioning run that made the bank could not caption every image."""
+        return bool(self.manifest.get("complete", True))
+
+    def note_counts(self) -> dict[str, int]:
+        """Records per cleaning note kind, e.g. ``{"redacted": 3, "shortened": 40}``."""
+        counts: Counter[str] = Counter()
+        for record in self.records.values():
+            counts.update({note.split(":", 1)[0] for note in record.notes})
+        return dict(sorted(counts.items()))
+
     def contexts(self) -> list[dict[str, str]]:
         """All (attribute -> text) contexts in sample-id order; pairs are never split apart."""
         return [dict(r.attributes) for r in self.records.values()]
@@ -92,17 +113,71 @@ class CaptionBank:
             problems.append(f"{len(extra)} caption(s) are for images not in the split, e.g. {extra[:3]}")
         if wrong_class:
             problems.append(f"{len(wrong_class)} caption(s) name another class, e.g. {wrong_class[:3]}")
-        if problems:
-            raise CaptionBankError(
-                "the caption bank does not match the split: " + "; ".join(problems)
-                + ". Re-run the caption stage on this split, or point to the bank made for it."
-            )
+        if not problems:
+            return
+        failed = self.manifest.get("failed") or {}
+        if failed:
+            shown = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
+            problems.append(f"the captioning run reported {len(failed)} failure(s) ({shown})")
+        raise CaptionBankError(
+            "the caption bank does not match the split: " + "; ".join(problems)
+            + ". Re-run the caption stage on this split (it resumes and retries what failed), "
+            "or point to the bank made for it."
+        )
+
+    def fit_to_token_limit(
+        self,
+        template: PromptTemplate,
+        tokenizer: Any,
+        class_names: Iterable[str],
+        max_tokens: int | None = None,
+    ) -> CaptionBank:
+        """A copy whose contexts make prompts within the text encoder's token limit for any class.
+
+        Contexts are drawn across classes at generation time, so each is fitted against the
+        class name with the most tokens (see `bob.data.prompt_fit`); the shortened records keep
+        their original text in ``raw`` and a ``shortened:<attribute>`` note, and the manifest
+        records the fit under ``prompt_fit``.
+
+        Args:
+            template: the prompt template of the stage that will use the bank.
+            tokenizer: that stage's text-encoder tokenizer.
+            class_names: the class names (as they appear in prompts) the contexts will meet.
+            max_tokens: the limit, begin/end tokens included; None uses ``model_max_length``.
+        """
+        template.check_attributes(self.attributes)
+        limit = token_limit(tokenizer, max_tokens)
+        worst_class = longest_class_name(class_names, tokenizer)
+        records, shortened_captions = [], 0
+        for record in self.records.values():
+            fitted, shortened = fit_context_to_token_limit(template, worst_class, record.attributes, tokenizer, limit)
+            raw = dict(record.raw)
+            for attribute in shortened:
+                raw.setdefault(attribute, record.attributes[attribute])
+            attributes = {**record.attributes, **fitted}
+            notes = record.notes + [f"shortened:{a}" for a in shortened if f"shortened:{a}" not in record.notes]
+            records.append(replace(record, attributes=attributes, raw=raw, notes=notes))
+            shortened_captions += len(shortened)
+        fit = {
+            "template": template.template,
+            "tokenizer": getattr(tokenizer, "name_or_path", type(tokenizer).__name__),
+            "max_tokens": limit,
+            "longest_class_name": worst_class,
+            "num_shortened_captions": shortened_captions,
+            "num_shortened_records": sum(1 for r in records if any(n.startswith("shortened:") for n in r.notes)),
+        }
+        return CaptionBank(records, self.attributes, {**self.manifest, "prompt_fit": fit})
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         lines = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in self.records.values())
         atomic_write(folder / RECORDS_FILE, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
-        manifest = {**self.manifest, "attributes": self.attributes, "num_records": len(self.records)}
+        manifest = {
+            **self.manifest,
+            "attributes": self.attributes,
+            "num_records": len(self.records),
+            "note_counts": self.note_counts(),
+        }
         atomic_write_json(folder / MANIFEST_FILE, manifest)
         return folder
 

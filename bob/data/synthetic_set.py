@@ -1,23 +1,38 @@
-"""Reading a synthetic image folder (stage 3 output) as labelled records."""
+"""The synthetic image folder (stage 3 output): atomic per-image writes, manifests, and the reader."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
+from PIL import Image
+
+from bob.atomic import atomic_write, atomic_write_json, atomic_write_text
 from bob.data.errors import BobInputError
+from bob.data.generation_plan import PlanItem
 from bob.data.records import ImageRecord
+
+log = logging.getLogger(__name__)
 
 MANIFEST_LINES = "manifest.jsonl"
 MANIFEST_SUMMARY = "manifest.json"
+IMAGES_DIR = "images"
+FORMAT_VERSION = 1
+
+ImageFormat = Literal["png", "jpg", "webp"]
+_PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 
 
 class SyntheticSetError(BobInputError):
-    """A synthetic folder is missing, incomplete, or made for other classes."""
+    """A synthetic folder is missing, incomplete, made for other classes, or made by another recipe."""
 
 
 def read_manifest_lines(folder: Path) -> list[dict]:
-    path = folder / MANIFEST_LINES
+    path = Path(folder) / MANIFEST_LINES
     entries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
@@ -28,6 +43,16 @@ def read_manifest_lines(folder: Path) -> list[dict]:
     return entries
 
 
+def read_summary(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder) / MANIFEST_SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise SyntheticSetError(f"{path} is not JSON ({error}); delete the folder and generate again") from error
+
+
 def load_synthetic_records(folder: str | Path, class_names: list[str]) -> list[ImageRecord]:
     """The images of a synthetic folder, labelled in the dataset's class order.
 
@@ -35,17 +60,17 @@ def load_synthetic_records(folder: str | Path, class_names: list[str]) -> list[I
     has not finished, or when it holds classes the dataset does not have.
     """
     folder = Path(folder)
-    summary_path = folder / MANIFEST_SUMMARY
-    if not summary_path.is_file() or not (folder / MANIFEST_LINES).is_file():
+    summary = read_summary(folder)
+    if summary is None:
         raise SyntheticSetError(
             f"no synthetic image set at {folder} (expected {MANIFEST_SUMMARY} and {MANIFEST_LINES}); "
             "the generation stage makes it: `python main.py predict -c configs/<dataset>/generate.yaml`"
         )
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    if not summary.get("complete", False):
+    if not summary.get("complete", False) or not (folder / MANIFEST_LINES).is_file():
         raise SyntheticSetError(
             f"synthetic set {folder} is incomplete ({summary.get('num_images', '?')} of "
-            f"{summary.get('num_planned', '?')} images); rerun the generation stage to finish it"
+            f"{summary.get('num_planned', '?')} images when last assembled); it is being generated, or "
+            "its run stopped: rerun the generation stage to finish it"
         )
     label_of = {name: i for i, name in enumerate(class_names)}
     unknown = sorted(set(summary.get("class_names", [])) - set(label_of))
@@ -54,10 +79,146 @@ def load_synthetic_records(folder: str | Path, class_names: list[str]) -> list[I
             f"synthetic set {folder} has classes the dataset does not: {unknown[:5]}"
             f"{' ...' if len(unknown) > 5 else ''}; it was generated for another dataset or split"
         )
-    records = []
+    records, seen = [], set()
     for entry in read_manifest_lines(folder):
+        if entry["file"] in seen:
+            raise SyntheticSetError(f"{folder / MANIFEST_LINES} lists {entry['file']} twice; generate the set again")
+        seen.add(entry["file"])
         path = folder / entry["file"]
         if not path.is_file():
             raise SyntheticSetError(f"{folder / MANIFEST_LINES} lists {entry['file']}, which is missing")
         records.append(ImageRecord(f"synthetic/{entry['file']}", path, label_of[entry["class_name"]], entry["class_name"]))
     return sorted(records, key=lambda r: r.sample_id)
+
+
+def identity_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable ``key: old -> new`` lines for every leaf where two identities differ."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            lines += identity_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return lines
+
+
+class SyntheticSetFolder:
+    """Writes a synthetic set so that killed runs resume and two recipes never mix.
+
+    Layout: ``images/<label>/<index>.<ext>`` with a ``.json`` sidecar beside each image while
+    generation runs (the image is written first, so a sidecar means a finished image);
+    ``manifest.json`` (identity, counts, ``complete``) is written before the first image and
+    ``manifest.jsonl`` (one line per image, plan order) when a run ends, which also folds the
+    sidecars in. Every file is written atomically.
+
+    Args:
+        folder: the output folder.
+        image_format: ``png`` (lossless), ``jpg`` or ``webp``.
+        quality: JPEG / WebP quality (1-100); ignored for PNG.
+    """
+
+    def __init__(self, folder: str | Path, image_format: ImageFormat = "png", quality: int = 95):
+        if image_format not in _PIL_FORMATS:
+            raise SyntheticSetError(f"image_format must be one of {sorted(_PIL_FORMATS)}, got {image_format!r}")
+        self.folder = Path(folder)
+        self.image_format = image_format
+        self.quality = quality
+
+    def image_file(self, key: str) -> str:
+        """The image path relative to the folder, as the manifest lists it."""
+        return f"{IMAGES_DIR}/{key}.{self.image_format}"
+
+    def _sidecar(self, key: str) -> Path:
+        return self.folder / IMAGES_DIR / f"{key}.json"
+
+    def check_identity(self, identity: Mapping[str, Any]) -> None:
+        """Refuse to add to a folder made by another model, LoRA, plan or format."""
+        summary = read_summary(self.folder)
+        if summary is None:
+            if (self.folder / IMAGES_DIR).exists():
+                raise SyntheticSetError(
+                    f"{self.folder} holds an {IMAGES_DIR}/ folder but no {MANIFEST_SUMMARY}, so what made those "
+                    "images is unknown; choose an empty output folder or delete this one"
+                )
+            return
+        if "identity" not in summary:
+            raise SyntheticSetError(f"{self.folder / MANIFEST_SUMMARY} was not written by bob's generation stage")
+        differences = identity_differences(summary["identity"], identity)
+        # A folder whose run stopped before its first image holds nothing to mix with.
+        if differences and self.entries():
+            shown = "; ".join(differences[:6]) + ("; ..." if len(differences) > 6 else "")
+            raise SyntheticSetError(
+                f"{self.folder} was generated with a different recipe ({shown}); refusing to mix two sets. "
+                "Point the output folder elsewhere, or delete this one to start over."
+            )
+
+    def start(self, identity: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
+        """Record the identity before the first image (kept when resuming), and clear stale temp files.
+
+        Call `check_identity` first: it guarantees that a folder with another identity holds no images.
+        """
+        for stale in self.folder.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        previous = read_summary(self.folder)
+        if previous is None or previous.get("identity") != dict(identity):
+            atomic_write_json(
+                self.folder / MANIFEST_SUMMARY,
+                {**summary, "identity": dict(identity), "complete": False, "num_images": 0},
+            )
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """key -> manifest line of every finished image: the assembled manifest, then newer sidecars."""
+        found: dict[str, dict[str, Any]] = {}
+        if (self.folder / MANIFEST_LINES).is_file():
+            found = {e["key"]: e for e in read_manifest_lines(self.folder)}
+        images = self.folder / IMAGES_DIR
+        if images.is_dir():
+            for sidecar in sorted(images.rglob("*.json")):
+                try:
+                    entry = json.loads(sidecar.read_text(encoding="utf-8"))
+                except json.JSONDecodeError:
+                    continue  # unreachable with atomic writes, but a hand-edited file must not stop a resume
+                found[entry["key"]] = entry
+        return {k: e for k, e in found.items() if (self.folder / e["file"]).is_file()}
+
+    def done_keys(self) -> set[str]:
+        return set(self.entries())
+
+    def write(self, item: PlanItem, image: np.ndarray | Image.Image, extra: Mapping[str, Any]) -> Path:
+        """Write one image, then its manifest line as a sidecar (the marker that it is finished)."""
+        picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        path = self.folder / self.image_file(item.key)
+        options: dict[str, Any] = {} if self.image_format == "png" else {"quality": self.quality}
+        atomic_write(path, lambda tmp: picture.save(tmp, format=_PIL_FORMATS[self.image_format], **options))
+        entry = {"file": self.image_file(item.key), **item.to_dict(), **extra}
+        atomic_write_text(self._sidecar(item.key), json.dumps(entry, ensure_ascii=False) + "\n")
+        return path
+
+    def finish(self, planned: Iterable[str], summary: Mapping[str, Any]) -> dict[str, Any]:
+        """Write ``manifest.jsonl`` (plan order) and ``manifest.json``; return the summary.
+
+        ``planned`` is every key of the plan; finished images outside it (none, unless a
+        folder was edited by hand) are left out of the manifest.
+        """
+        planned = list(planned)
+        entries = self.entries()
+        lines = [entries[k] for k in planned if k in entries]
+        text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines)
+        atomic_write_text(self.folder / MANIFEST_LINES, text)
+        previous = read_summary(self.folder) or {}
+        result = {
+            **previous,
+            **summary,
+            "format_version": FORMAT_VERSION,
+            "complete": len(lines) == len(planned),
+            "num_images": len(lines),
+            "num_planned": len(planned),
+        }
+        atomic_write_json(self.folder / MANIFEST_SUMMARY, result)
+        # Sidecars are folded into manifest.jsonl now; a crash between the two writes only
+        # leaves sidecars that repeat lines already there, which `entries` reads the same.
+        for key in planned:
+            self._sidecar(key).unlink(missing_ok=True)
+        log.info("synthetic set %s: %d of %d images", self.folder, len(lines), len(planned))
+        return result

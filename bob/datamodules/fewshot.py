@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -13,14 +14,18 @@ from torchvision.transforms import v2
 
 from bob.data.caption_bank import CaptionBank
 from bob.data.datasets.base import DatasetReader
+from bob.data.errors import BobInputError, SplitError
+from bob.data.external_splits import load_split_source
 from bob.data.images import verify_images
+from bob.data.longtail import sample_longtail_split
 from bob.data.records import ImageRecord
 from bob.data.splits import FewShotSplit, sample_fewshot_split
 from bob.datamodules.real_images import RecordDataset
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPLIT_FILE = "runs/splits/{dataset}_{shots}shot_seed{seed}.json"
+#: ``{sampling}`` is ``5shot``, ``lt100`` (long-tail) or ``5shot-ext-<name>-<hash>`` (external source).
+DEFAULT_SPLIT_FILE = "runs/splits/{dataset}_{sampling}_seed{seed}.json"
 
 
 def default_train_transform(image_size: int) -> v2.Compose:
@@ -44,18 +49,29 @@ def default_eval_transform(image_size: int) -> v2.Compose:
 class FewShotDataModule(LightningDataModule):
     """Real images of a few-shot split.
 
-    The split is read from ``split_file`` when it exists and drawn (then saved there) when it
-    does not, so every stage pointed at the same file sees the same images. ``predict`` serves
-    the training shots, which is what the captioning stage describes.
+    The split is read from ``split_file`` when it exists and made (then saved there) when it
+    does not, so every stage pointed at the same file sees the same images. It is made in one
+    of three ways: ``shots`` per class drawn with ``seed``; a long-tail subset
+    (``imbalance_factor``); or taken from ``split_source``. ``predict`` serves the training
+    shots, which is what the captioning stage describes.
 
     Args:
         dataset: the dataset reader (``class_path: FGVCAircraft``, ``ClassFolders``...).
-        shots: real training images per class.
-        seed: seed of the split draw.
-        split_file: where the split is read from or written to; ``{dataset}``, ``{shots}`` and
-            ``{seed}`` are filled in.
+        shots: real training images per class; null for long-tail splits.
+        seed: seed of the split draw (and of the validation draw for external splits).
+        split_file: where the split is read from or written to; ``{dataset}``, ``{sampling}``,
+            ``{shots}``, ``{imbalance_factor}`` and ``{seed}`` are filled in. A file made with
+            other settings is refused, never silently reused.
         val_per_class: extra real validation images per class from the official train split;
             None takes the dataset's default (PAPER.md's sizes).
+        split_source: an external split: a bob split file (``.json``), a text file with one
+            image path per line (relative to the dataset folder), or a Diff-II style folder
+            ``<k>shot/train/<class folder>/<n>.jpg`` (see docs/datasets.md).
+        imbalance_factor: make a long-tail split instead (CUB-LT, Flowers-LT: 100, 20 or 10);
+            needs ``shots: null``.
+        longtail_groups: ``[many_above, few_below]``: long-tail classes with more than
+            ``many_above`` training images are ``many``, fewer than ``few_below`` ``few``;
+            None takes the dataset's default.
         image_size: side of the square images the model receives.
         batch_size: images per batch on each device.
         num_workers: dataloader worker processes.
@@ -71,10 +87,13 @@ class FewShotDataModule(LightningDataModule):
     def __init__(
         self,
         dataset: DatasetReader,
-        shots: int = 5,
+        shots: int | None = 5,
         seed: int = 0,
         split_file: str = DEFAULT_SPLIT_FILE,
         val_per_class: int | None = None,
+        split_source: str | None = None,
+        imbalance_factor: float | None = None,
+        longtail_groups: tuple[int, int] | None = None,
         image_size: int = 224,
         batch_size: int = 32,
         num_workers: int = 4,
@@ -84,11 +103,21 @@ class FewShotDataModule(LightningDataModule):
         caption_bank: str | None = None,
     ):
         super().__init__()
+        if imbalance_factor is not None and (shots is not None or split_source is not None):
+            raise BobInputError(
+                f"imbalance_factor={imbalance_factor} makes a long-tail split, which has no fixed shots "
+                "and no split_source; set shots: null and split_source: null (or drop imbalance_factor)"
+            )
+        if imbalance_factor is None and shots is None and split_source is None:
+            raise BobInputError("shots is null: give shots, imbalance_factor (long-tail) or split_source")
         self.dataset = dataset
         self.shots = shots
         self.seed = seed
         self.split_file_template = split_file
         self.val_per_class = val_per_class
+        self.split_source = split_source
+        self.imbalance_factor = imbalance_factor
+        self.longtail_groups = longtail_groups
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -117,10 +146,41 @@ class FewShotDataModule(LightningDataModule):
         return len(self.class_names)
 
     @property
+    def sampling(self) -> str:
+        """How the split is made, as it appears in split file names."""
+        if self.imbalance_factor is not None:
+            return f"lt{self.imbalance_factor:g}"
+        if self.split_source is not None:
+            source = Path(self.split_source).expanduser().resolve()
+            tag = hashlib.sha256(str(source).encode()).hexdigest()[:6]
+            return f"{self.shots}shot-ext-{source.stem}-{tag}"
+        return f"{self.shots}shot"
+
+    @property
     def split_file(self) -> Path:
-        return Path(
-            self.split_file_template.format(dataset=self.dataset.name, shots=self.shots, seed=self.seed)
-        )
+        try:
+            return Path(
+                self.split_file_template.format(
+                    dataset=self.dataset.name, sampling=self.sampling, shots=self.shots,
+                    imbalance_factor=self.imbalance_factor, seed=self.seed,
+                )
+            )
+        except (KeyError, IndexError) as error:
+            raise BobInputError(
+                f"split_file {self.split_file_template!r} has an unknown placeholder {error}; use "
+                "{dataset}, {sampling}, {shots}, {imbalance_factor} or {seed}"
+            ) from error
+
+    def split_request(self) -> dict[str, Any]:
+        """The settings a split file must have been made with to be reused (saved in its details)."""
+        val = self.val_per_class if self.val_per_class is not None else self.dataset.default_val_per_class
+        request: dict[str, Any] = {"shots": self.shots, "seed": self.seed, "val_per_class": val}
+        if self.imbalance_factor is not None:
+            many, few = self.longtail_groups or self.dataset.longtail_groups
+            request.update(imbalance_factor=self.imbalance_factor, many_above=many, few_below=few)
+        if self.split_source is not None:
+            request["split_source"] = str(Path(self.split_source).expanduser().resolve())
+        return request
 
     @property
     def split(self) -> FewShotSplit:
@@ -141,13 +201,33 @@ class FewShotDataModule(LightningDataModule):
         return self._caption_bank
 
     def _make_split(self) -> FewShotSplit:
-        val = self.val_per_class if self.val_per_class is not None else self.dataset.default_val_per_class
-        return sample_fewshot_split(self.dataset, self.shots, self.seed, val)
+        request = self.split_request()
+        if self.split_source is not None:
+            split = load_split_source(self.split_source, self.dataset, self.shots, self.seed, request["val_per_class"])
+        elif self.imbalance_factor is not None:
+            split = sample_longtail_split(
+                self.dataset, self.imbalance_factor, self.seed, request["val_per_class"],
+                many_above=request["many_above"], few_below=request["few_below"],
+            )
+        else:
+            split = sample_fewshot_split(self.dataset, self.shots, self.seed, request["val_per_class"])
+        split.details["request"] = request
+        return split
 
     def _load_or_make_split(self) -> FewShotSplit:
         path = self.split_file
         if path.is_file():
             split = FewShotSplit.load(path, self.dataset)
+            made_with, wanted = split.details.get("request"), self.split_request()
+            if made_with is not None and made_with != wanted:
+                changed = sorted(k for k in made_with.keys() | wanted.keys() if made_with.get(k) != wanted.get(k))
+                raise SplitError(
+                    f"split file {path} was made with "
+                    + ", ".join(f"{k}={made_with.get(k)!r}" for k in changed)
+                    + " but this run asks for "
+                    + ", ".join(f"{k}={wanted.get(k)!r}" for k in changed)
+                    + "; delete it or point split_file elsewhere"
+                )
             log.info("read split %s (%d train, %d val, %d test)", path, len(split.train), len(split.val), len(split.test))
             return split
         split = self._make_split()

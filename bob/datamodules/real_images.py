@@ -21,8 +21,9 @@ TO_FLOAT = v2.ToDtype(torch.float32, scale=True)
 class RecordDataset(Dataset):
     """Images of a list of records, each sample a dict.
 
-    Keys: ``image`` (float CHW in [0, 1]), ``label``, ``sample_id``, ``is_synthetic`` (False),
-    plus whatever ``extra_fields(record)`` returns (e.g. caption fields).
+    Keys: ``image`` (float CHW in [0, 1]), ``label``, ``sample_id``, ``is_synthetic`` (the
+    ``is_synthetic`` argument: False for real images), plus whatever ``extra_fields(record)``
+    returns (e.g. caption fields).
     """
 
     def __init__(
@@ -30,10 +31,12 @@ class RecordDataset(Dataset):
         records: list[ImageRecord],
         transform: Callable | None = None,
         extra_fields: Callable[[ImageRecord], dict[str, Any]] | None = None,
+        is_synthetic: bool = False,
     ):
         self.records = records
         self.transform = transform
         self.extra_fields = extra_fields
+        self.is_synthetic = is_synthetic
 
     def __len__(self) -> int:
         return len(self.records)
@@ -47,7 +50,7 @@ class RecordDataset(Dataset):
             "image": TO_FLOAT(image),
             "label": record.label,
             "sample_id": record.sample_id,
-            "is_synthetic": False,
+            "is_synthetic": self.is_synthetic,
         }
         if self.extra_fields is not None:
             sample.update(self.extra_fields(record))

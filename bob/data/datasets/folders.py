@@ -34,15 +34,15 @@ class ClassFolders(DatasetReader):
         self.name = name
 
     def _read_class_names(self) -> list[str]:
-        names = sorted(p.name for p in (self.root / "train").iterdir() if p.is_dir())
+        names = sorted(p.name for p in (self.data_dir / "train").iterdir() if p.is_dir())
         if not names:
-            raise DatasetLayoutError(f"no class folders under {self.root / 'train'}")
+            raise DatasetLayoutError(f"no class folders under {self.data_dir / 'train'}")
         return names
 
     def _read_records(self, split: Split) -> list[ImageRecord]:
         index = {name: label for label, name in enumerate(self.class_names)}
         records, unknown, not_images = [], [], []
-        for class_dir in sorted(p for p in (self.root / split).iterdir() if p.is_dir()):
+        for class_dir in sorted(p for p in (self.data_dir / split).iterdir() if p.is_dir()):
             if class_dir.name not in index:
                 unknown.append(class_dir.name)
                 continue
@@ -50,15 +50,15 @@ class ClassFolders(DatasetReader):
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
                     not_images.append(file)
                     continue
-                relative = file.relative_to(self.root).as_posix()
+                relative = file.relative_to(self.data_dir).as_posix()
                 records.append(self._make_record(relative, index[class_dir.name]))
         if unknown:
             raise DatasetLayoutError(
-                f"{self.root / split} has class folders not in {self.root / 'train'}: {unknown[:5]}"
+                f"{self.data_dir / split} has class folders not in {self.data_dir / 'train'}: {unknown[:5]}"
             )
         if not_images:
             raise DatasetLayoutError(
-                f"{len(not_images)} file(s) under {self.root / split} are not images "
+                f"{len(not_images)} file(s) under {self.data_dir / split} are not images "
                 f"(allowed suffixes {sorted(IMAGE_SUFFIXES)}), e.g. {not_images[0]}; move them out"
             )
         return records

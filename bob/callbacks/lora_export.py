@@ -1,0 +1,146 @@
+"""Writes the trained LoRA adapter (diffusers format) and its manifest when fit ends."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+
+from bob.atomic import atomic_write_json
+from bob.callbacks.sample_grid import run_folder
+from bob.data.caption_bank import RECORDS_FILE
+from bob.data.errors import BobInputError
+from bob.modules.diffusion.lora import LORA_MANIFEST_FILE, LORA_WEIGHTS_FILE, file_sha256
+from bob.versions import package_versions
+
+
+def _fingerprint(path: Path) -> str | None:
+    return file_sha256(path) if path.is_file() else None
+
+
+def data_provenance(datamodule: Any) -> dict[str, Any]:
+    """Which real images and captions the adapter was trained on, with file fingerprints."""
+    if datamodule is None:
+        return {}
+    provenance: dict[str, Any] = {"datamodule": type(datamodule).__name__}
+    split_file = getattr(datamodule, "split_file", None)
+    if split_file is not None:
+        provenance.update(split_file=str(split_file), split_sha256=_fingerprint(Path(split_file)))
+        split = datamodule.split
+        provenance.update(
+            dataset=split.dataset, sampling=getattr(datamodule, "sampling", None), shots=split.shots,
+            seed=split.seed, num_train_images=len(split.train),
+        )
+    bank_path = getattr(datamodule, "caption_bank_path", None)
+    if bank_path is not None:
+        provenance.update(caption_bank=str(bank_path), caption_bank_sha256=_fingerprint(Path(bank_path) / RECORDS_FILE))
+    return provenance
+
+
+class LoRAExport(Callback):
+    """Writes ``pytorch_lora_weights.safetensors`` and ``manifest.json`` at the end of fit.
+
+    The folder loads with ``StableDiffusionPipeline.load_lora_weights(folder)`` on a fresh
+    pipeline of the base model, and is what the generation stage is pointed at. Both files are
+    written atomically; the manifest last, holding the weights' sha256, so a folder whose
+    manifest matches its weights is complete.
+
+    Args:
+        dirpath: output folder; ``{dataset}``, ``{sampling}`` (``5shot``, ``lt100``...),
+            ``{shots}`` and ``{seed}`` are filled in from the data module. None writes ``lora/``
+            in the run's folder (beside ``checkpoints/``).
+    """
+
+    def __init__(self, dirpath: str | None = None):
+        self.dirpath = dirpath
+        self._folder: Path | None = None
+        self._started = 0.0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if not hasattr(pl_module, "save_lora"):
+            raise TypeError(f"LoRAExport needs a LoRA fine-tuning module, got {type(pl_module).__name__}")
+        run = run_folder(trainer)  # collective under DDP: every rank calls it
+        self._folder = self.resolve(trainer.datamodule) if self.dirpath is not None else run / "lora"
+        self._started = time.time()
+
+    def resolve(self, datamodule: Any) -> Path:
+        fields = {
+            "dataset": getattr(getattr(datamodule, "dataset", None), "name", None),
+            "sampling": getattr(datamodule, "sampling", None),
+            "shots": getattr(datamodule, "shots", None),
+            "seed": getattr(datamodule, "seed", None),
+        }
+        try:
+            return Path(self.dirpath.format(**fields))
+        except (KeyError, IndexError) as error:
+            raise BobInputError(
+                f"LoRAExport dirpath {self.dirpath!r} has an unknown placeholder {error}; use "
+                "{dataset}, {sampling}, {shots} or {seed}"
+            ) from error
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.export(trainer, pl_module)
+        trainer.strategy.barrier("lora_export")
+
+    def export(self, trainer: Trainer, pl_module: LightningModule) -> Path:
+        folder = self._folder
+        folder.mkdir(parents=True, exist_ok=True)
+        # A stale manifest must not vouch for the new weights while they are replaced.
+        (folder / LORA_MANIFEST_FILE).unlink(missing_ok=True)
+        pl_module.save_lora(str(folder))
+        hp = dict(pl_module.hparams)
+        manifest = {
+            "kind": "bob.lora",
+            "weights_file": LORA_WEIGHTS_FILE,
+            "weights_sha256": file_sha256(folder / LORA_WEIGHTS_FILE),
+            "base_model": hp["base_model"],
+            "revision": hp["revision"],
+            "prompt_mode": pl_module.prompt_mode,
+            "template": pl_module.template.template,
+            "descriptor": pl_module.template.descriptor,
+            "prompt_names": pl_module.prompt_names,
+            "class_names": pl_module.class_names,
+            "image_size": pl_module.image_size,
+            "lora": {
+                "unet": {"rank": hp["unet_rank"], "alpha": hp["unet_alpha"], "targets": pl_module.matched_targets["unet"]},
+                "text_encoder": (
+                    {"rank": hp["text_encoder_rank"], "alpha": hp["text_encoder_alpha"],
+                     "targets": pl_module.matched_targets["text_encoder"]}
+                    if hp["train_text_encoder"] else None
+                ),
+                "init": hp["lora_init"],
+            },
+            "training": {
+                "global_step": trainer.global_step,
+                "epochs_completed": trainer.current_epoch,
+                "max_epochs": trainer.max_epochs,
+                "world_size": trainer.world_size,
+                "per_device_batch_size": getattr(trainer.datamodule, "batch_size", None),
+                "accumulate_grad_batches": trainer.accumulate_grad_batches,
+                "effective_batch_size": hp["effective_batch_size"],
+                "precision": str(trainer.precision),
+                "interrupted": trainer.interrupted,
+                "final_loss": _metric(trainer, "train/loss_epoch"),
+                "seconds": round(time.time() - self._started, 1),
+            },
+            "data": data_provenance(trainer.datamodule),
+            "hyperparameters": {
+                k: v for k, v in pl_module.init_arguments().items() if k not in ("prompt_names", "class_names")
+            },
+            "versions": package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write_json(folder / LORA_MANIFEST_FILE, manifest)
+        rank_zero_info(f"wrote LoRA adapter {folder / LORA_WEIGHTS_FILE} (step {trainer.global_step})")
+        return folder
+
+
+def _metric(trainer: Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)

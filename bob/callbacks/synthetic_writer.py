@@ -1,0 +1,226 @@
+"""Writes generated images and their manifests; refuses to mix two recipes in one folder."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
+
+import bob
+from bob.atomic import atomic_write
+from bob.data.errors import BobInputError
+from bob.data.generation_plan import PlanItem
+from bob.data.images import load_rgb
+from bob.data.synthetic_set import SyntheticSetFolder
+
+log = logging.getLogger(__name__)
+
+_PACKAGES = ("torch", "diffusers", "transformers", "peft", "lightning")
+PREVIEW_FILE = "preview.jpg"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"bob": bob.__version__}
+    for name in _PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def set_identity(pl_module: Any, datamodule: Any) -> dict[str, Any]:
+    """The recipe a synthetic folder is bound to: model, adapter, sampler, plan and file format."""
+    return {"generator": pl_module.identity(), "data": datamodule.identity()}
+
+
+def set_summary(pl_module: Any, datamodule: Any) -> dict[str, Any]:
+    """``manifest.json`` fields beyond the identity: plan description, inputs, versions."""
+    return {**datamodule.describe(), "generator": pl_module.describe(), "versions": package_versions()}
+
+
+def preview_grid(folder: SyntheticSetFolder, planned: list[PlanItem], classes: int, columns: int, size: int) -> Image.Image | None:
+    """The first ``columns`` images of the first ``classes`` planned classes, one row per class."""
+    rows: dict[int, list[PlanItem]] = {}
+    for item in planned:
+        if item.label not in rows and len(rows) == classes:
+            break
+        row = rows.setdefault(item.label, [])
+        if len(row) < columns:
+            row.append(item)
+    if not rows:
+        return None
+    blank = np.full((size, size, 3), 255, np.uint8)
+    lines = []
+    for row in rows.values():
+        tiles = []
+        for item in row:
+            path = folder.folder / folder.image_file(item.key)
+            tiles.append(np.asarray(load_rgb(path).resize((size, size))) if path.is_file() else blank)
+        tiles += [blank] * (columns - len(tiles))
+        lines.append(np.concatenate(tiles, axis=1))
+    return Image.fromarray(np.concatenate(lines, axis=0))
+
+
+class BackgroundWrites:
+    """Encodes and writes images on worker threads while the accelerator makes the next batch.
+
+    PNG encoding of a 512 px image takes tens of milliseconds of CPU (Pillow releases the GIL
+    meanwhile); done inline, it would leave the GPU idle for as long. ``threads=0`` writes
+    inline. At most ``max_pending`` writes wait, so memory stays bounded.
+    """
+
+    def __init__(self, threads: int, max_pending: int = 64):
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="synthetic-write") if threads > 0 else None
+        self.max_pending = max_pending
+        self.pending: deque[Future] = deque()
+
+    def submit(self, write: Callable[..., Any], *args: Any) -> None:
+        if self.pool is None:
+            write(*args)
+            return
+        self.pending.append(self.pool.submit(write, *args))
+        while len(self.pending) > self.max_pending:
+            self.pending.popleft().result()
+
+    def wait(self) -> None:
+        """Block until every submitted write is on disk; re-raises a failed write's error."""
+        while self.pending:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+class SyntheticSetWriter(BasePredictionWriter):
+    """Writes each generated image and its manifest line on the rank that made it.
+
+    Before any weights load, every rank checks the output folder: a folder made by another
+    model, adapter, sampler setting, plan or image format is refused. Images and per-image
+    sidecars are written atomically as batches finish, so a killed run loses at most the
+    batches in flight. When the run ends rank 0 writes ``manifest.jsonl`` in plan order and
+    ``manifest.json`` (``complete`` once every planned image exists), and logs a preview grid
+    (first images of the first classes) to the logger and to ``preview.jpg``.
+
+    Args:
+        preview_classes: rows of the preview grid (first classes of the plan).
+        preview_images: columns of the preview grid (first images of each class).
+        preview_size: side of each preview tile in pixels.
+        write_threads: threads per rank that encode and write images while the next batch is
+            generated; 0 writes inline.
+    """
+
+    def __init__(
+        self, preview_classes: int = 16, preview_images: int = 8, preview_size: int = 128, write_threads: int = 2
+    ):
+        super().__init__(write_interval="batch")
+        self.preview_classes = preview_classes
+        self.preview_images = preview_images
+        self.preview_size = preview_size
+        self.write_threads = write_threads
+        self._writes: BackgroundWrites | None = None
+        self._started = 0.0
+        self._written = 0
+
+    @staticmethod
+    def _datamodule(trainer: Trainer) -> Any:
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "plan") or not hasattr(datamodule, "folder"):
+            raise BobInputError(
+                f"SyntheticSetWriter needs the GenerationDataModule, got {type(datamodule).__name__}; "
+                "set data.class_path: GenerationDataModule"
+            )
+        return datamodule
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        datamodule = self._datamodule(trainer)
+        pl_module.bind_paths(datamodule.path_values())
+        pl_module.check_available()
+        trained_with, template = pl_module.lora_manifest.get("template"), datamodule.plan.template.template
+        if trained_with is not None and trained_with != template:
+            rank_zero_warn(
+                f"the LoRA was trained on prompts {trained_with!r} but this plan uses {template!r}; "
+                "right for the paper's preservation-only / marginalization-only ablations, a mistake otherwise"
+            )
+        identity = set_identity(pl_module, datamodule)
+        datamodule.folder.check_identity(identity)  # on every rank, so all stop together
+        trainer.strategy.barrier("synthetic_check")
+        if trainer.is_global_zero:
+            datamodule.folder.start(identity, set_summary(pl_module, datamodule))
+        trainer.strategy.barrier("synthetic_start")
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Images go to disk; kept in memory too, a large set would exhaust it.
+        trainer.predict_loop.return_predictions = False
+        self._started = time.perf_counter()
+        self._written = 0
+        self._writes = BackgroundWrites(self.write_threads)
+
+    def write_on_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch_indices: Any,
+        batch: Any, batch_idx: int, dataloader_idx: int = 0,
+    ) -> None:
+        datamodule = trainer.datamodule
+        extra = pl_module.line_fields()
+        for key, image in zip(prediction["sample_id"], prediction["image"], strict=True):
+            self._writes.submit(datamodule.folder.write, datamodule.plan.by_key[key], image, extra)
+            self._written += 1
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        # Images already generated are finished, so a resumed run need not make them again.
+        if self._writes is not None:
+            self._writes.close()
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._writes.wait()
+        self._writes.close()
+        seconds = time.perf_counter() - self._started
+        written = torch.tensor(self._written, device=pl_module.device)
+        total_written = int(trainer.strategy.reduce(written, reduce_op="sum"))
+        trainer.strategy.barrier("synthetic_written")
+        if trainer.is_global_zero:
+            datamodule = trainer.datamodule
+            plan = datamodule.plan
+            summary = datamodule.folder.finish([i.key for i in plan.items], set_summary(pl_module, datamodule))
+            rate = total_written / seconds if seconds > 0 else 0.0
+            log.info(
+                "wrote %d image(s) in %.1f s (%.2f images/s over %d device(s)); set %s: %d of %d, complete=%s",
+                total_written, seconds, rate, trainer.world_size, datamodule.output_dir,
+                summary["num_images"], summary["num_planned"], summary["complete"],
+            )
+            for logger in trainer.loggers:
+                logger.log_metrics(
+                    {"generate/images_written": total_written, "generate/images_per_second": rate,
+                     "generate/num_images": summary["num_images"]},
+                    step=0,
+                )
+            self.log_preview(trainer, datamodule)
+        trainer.strategy.barrier("synthetic_finished")
+
+    def log_preview(self, trainer: Trainer, datamodule: Any) -> None:
+        grid = preview_grid(
+            datamodule.folder, datamodule.plan.items, self.preview_classes, self.preview_images, self.preview_size
+        )
+        if grid is None:
+            return
+        atomic_write(datamodule.output_dir / PREVIEW_FILE, lambda tmp: grid.save(tmp, format="JPEG", quality=90))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="generate/preview", images=[grid], caption=["rows: classes, columns: first images"])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("generate/preview", np.asarray(grid), 0, dataformats="HWC")

@@ -1,0 +1,224 @@
+"""The generation DataModule: the prompt plan of a synthetic set, serving the images not yet made."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from bob.data.caption_bank import RECORDS_FILE
+from bob.data.datasets.base import DatasetReader
+from bob.data.fingerprints import file_sha256
+from bob.data.generation_plan import (
+    Context,
+    ContextStrategy,
+    GenerationPlan,
+    GenerationPlanError,
+    PlanItem,
+    images_per_class,
+    load_context_file,
+)
+from bob.data.prompts import CLASS_TEMPLATE, CONTEXT_TEMPLATE, PromptTemplate
+from bob.data.synthetic_set import ImageFormat, SyntheticSetFolder
+from bob.datamodules.fewshot import DEFAULT_SPLIT_FILE, FewShotDataModule
+
+log = logging.getLogger(__name__)
+
+
+class PlanDataset(Dataset):
+    """Plan items as dict samples: ``sample_id`` (the item key), ``label``, ``seed``, ``prompt``."""
+
+    def __init__(self, items: list[PlanItem]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        return {"sample_id": item.key, "label": item.label, "seed": item.seed, "prompt": item.prompt}
+
+
+class GenerationDataModule(FewShotDataModule):
+    """What to generate and where: a prompt plan over the few-shot split, and the output folder.
+
+    The plan has one item per synthetic image (class, index, context, seed, prompt; see
+    `GenerationPlan`). ``predict`` serves only the items whose image is not in ``output_dir``
+    yet, so a killed run resumes where it stopped; under DDP Lightning gives each rank a
+    disjoint share.
+
+    Args:
+        dataset: the dataset reader (``class_path: FGVCAircraft``, ``ClassFolders``...).
+        output_dir: the synthetic set's folder (created; resumed when it holds a partial set
+            made by the same recipe, refused when made by another). ``{dataset}``,
+            ``{sampling}`` (``5shot``, ``lt100``...), ``{shots}``, ``{imbalance_factor}`` and
+            ``{seed}`` are filled in.
+        caption_bank: folder of the caption bank of the training shots (stage 1 output), with
+            the same placeholders; needed by the ``marginal`` and ``within_class`` strategies.
+        strategy: where each prompt's context comes from: ``marginal`` (BOB: uniform over the
+            whole bank, background and pose kept together), ``within_class`` (only the class's
+            own captions), ``none`` (class-only prompts, DataDream), ``fixed`` (``context_file``).
+        images_per_class: images per class, or class name -> count.
+        top_up_to: long-tail rule instead of ``images_per_class``: class c gets
+            ``max(0, top_up_to - real_multiplier * n_real(c))`` images (PAPER.md: 200).
+        real_multiplier: ``m`` of the long-tail rule (6 for CUB-LT, 5 for Flowers-LT).
+        context_file: contexts for the ``fixed`` strategy: JSON lines or a TSV with a header
+            of attribute names (``background``, ``pose``).
+        prompt_template: ``str.format`` template; None takes the fine-tuning stage's templates
+            (class + context, or class only for ``none``).
+        generation_seed: global seed every image's noise and context draw derive from.
+        image_format: ``png`` (lossless), ``jpg`` or ``webp``.
+        image_quality: JPEG / WebP quality.
+        shots: real training images per class (the split the LoRA was trained on); null for
+            long-tail splits.
+        seed: seed of the split draw.
+        split_file: where the split is read from (or written to).
+        val_per_class: extra validation images per class of the split; None for the dataset default.
+        split_source: an external split (see `FewShotDataModule`).
+        imbalance_factor: a long-tail split (CUB-LT, Flowers-LT); pair with ``top_up_to``.
+        longtail_groups: many/few thresholds of the long-tail split (see `FewShotDataModule`).
+        batch_size: images generated per batch on each device.
+        num_workers: dataloader workers (the plan is in memory; 0 is right).
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetReader,
+        output_dir: str,
+        caption_bank: str | None = None,
+        strategy: ContextStrategy = "marginal",
+        images_per_class: int | dict[str, int] = 100,
+        top_up_to: int | None = None,
+        real_multiplier: int = 1,
+        context_file: str | None = None,
+        prompt_template: str | None = None,
+        generation_seed: int = 0,
+        image_format: ImageFormat = "png",
+        image_quality: int = 95,
+        shots: int | None = 5,
+        seed: int = 0,
+        split_file: str = DEFAULT_SPLIT_FILE,
+        val_per_class: int | None = None,
+        split_source: str | None = None,
+        imbalance_factor: float | None = None,
+        longtail_groups: tuple[int, int] | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+    ):
+        super().__init__(
+            dataset, shots=shots, seed=seed, split_file=split_file, val_per_class=val_per_class,
+            split_source=split_source, imbalance_factor=imbalance_factor, longtail_groups=longtail_groups,
+            batch_size=batch_size, num_workers=num_workers, verify_shots=False,
+        )
+        self.caption_bank_path = str(self.format_path(caption_bank)) if caption_bank is not None else None
+        self.output_dir = self.format_path(output_dir)
+        self.strategy = strategy
+        self.images_per_class = images_per_class
+        self.top_up_to = top_up_to
+        self.real_multiplier = real_multiplier
+        self.context_file = context_file
+        self.prompt_template = prompt_template
+        self.generation_seed = generation_seed
+        self.folder = SyntheticSetFolder(self.output_dir, image_format, image_quality)
+        self._plan: GenerationPlan | None = None
+
+    def path_values(self) -> dict[str, Any]:
+        """Values the ``{placeholders}`` of run paths take, the same in every stage's config."""
+        return {
+            "dataset": self.dataset.name, "sampling": self.sampling, "shots": self.shots,
+            "imbalance_factor": self.imbalance_factor, "seed": self.seed,
+        }
+
+    def format_path(self, template: str) -> Path:
+        try:
+            return Path(template.format(**self.path_values()))
+        except (KeyError, IndexError) as error:
+            raise GenerationPlanError(
+                f"path {template!r} has an unknown placeholder {error}; use {{dataset}}, {{sampling}}, "
+                "{shots}, {imbalance_factor} or {seed}"
+            ) from error
+
+    @property
+    def plan(self) -> GenerationPlan:
+        """The full plan, built on first use from the split and the contexts (cheap: no images)."""
+        if self._plan is None:
+            self._plan = self._build_plan()
+        return self._plan
+
+    def _contexts(self) -> list[Context]:
+        if self.strategy == "none":
+            return []
+        if self.strategy == "fixed":
+            if self.context_file is None:
+                raise GenerationPlanError("strategy 'fixed' needs context_file (JSON lines or TSV of contexts)")
+            return load_context_file(self.context_file)
+        bank = self.caption_bank
+        if bank is None:
+            raise GenerationPlanError(
+                f"strategy {self.strategy!r} draws contexts from the caption bank: set caption_bank to the "
+                "caption stage's output folder (or use strategy 'none' for class-only prompts)"
+            )
+        return [Context(dict(r.attributes), r.sample_id, r.class_name) for r in bank.records.values()]
+
+    def _build_plan(self) -> GenerationPlan:
+        template = self.prompt_template or (CLASS_TEMPLATE if self.strategy == "none" else CONTEXT_TEMPLATE)
+        counts = images_per_class(
+            self.class_names, self.split.train_counts(), self.images_per_class, self.top_up_to, self.real_multiplier
+        )
+        plan = GenerationPlan(
+            self.class_names, self.prompt_names, counts, PromptTemplate(template, self.descriptor),
+            self.strategy, self._contexts(), self.generation_seed,
+        )
+        log.info("generation plan: %d images over %d classes, strategy %s", len(plan), len(counts), self.strategy)
+        return plan
+
+    def identity(self) -> dict[str, Any]:
+        """Everything about the plan and the files that a resumed run must share."""
+        return {
+            "plan_fingerprint": self.plan.fingerprint,
+            "class_names": self.class_names,
+            "image_format": self.folder.image_format,
+            "image_quality": self.folder.quality if self.folder.image_format != "png" else None,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What made the plan, with input fingerprints, for ``manifest.json``."""
+        bank = Path(self.caption_bank_path) / RECORDS_FILE if self.caption_bank_path and self.strategy in (
+            "marginal", "within_class") else None
+        return {
+            "class_names": self.class_names,
+            "plan": self.plan.describe(),
+            "inputs": {
+                "dataset": self.dataset.name,
+                "split_file": str(self.split_file),
+                "split_sha256": file_sha256(self.split_file) if self.split_file.is_file() else None,
+                "shots": self.shots,
+                "caption_bank": str(self.caption_bank_path) if bank else None,
+                "caption_bank_sha256": file_sha256(bank) if bank else None,
+                "context_file": self.context_file if self.strategy == "fixed" else None,
+            },
+        }
+
+    def prepare_data(self) -> None:
+        super().prepare_data()
+        _ = self.plan
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        _ = self.plan
+
+    def pending_items(self) -> list[PlanItem]:
+        """Planned items whose image is not finished in the output folder."""
+        done = self.folder.done_keys()
+        return [item for item in self.plan.items if item.key not in done]
+
+    def predict_dataloader(self) -> DataLoader:
+        pending = self.pending_items()
+        trainer = self.trainer
+        if trainer is not None:
+            # Every rank must split the same list; rank 0's view of the folder decides.
+            pending = trainer.strategy.broadcast(pending, src=0)
+        log.info("%d of %d planned images to generate", len(pending), len(self.plan))
+        return self.make_dataloader(PlanDataset(pending), shuffle=False)

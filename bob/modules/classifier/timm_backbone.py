@@ -1,0 +1,137 @@
+"""Any timm image model as a classifier with a new head: ResNet-50, MAE ViT-B/16 and the rest."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from bob.data.errors import BobInputError
+from bob.hub import check_model_available
+from bob.modules.classifier.backbone import Backbone, FineTune, set_trainable
+
+
+def check_timm_name(model_name: str, pretrained: bool) -> None:
+    """Fail at config time, with close names, when timm does not know a model (or its weights tag)."""
+    import timm
+
+    architecture = model_name.split(".")[0]
+    if not timm.is_model(architecture):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
+        raise BobInputError(
+            f"timm has no model {model_name!r}; close names: {close or 'none'} "
+            "(list them with `python -c \"import timm; print(timm.list_models('*resnet*'))\"`)"
+        )
+    if pretrained and "." in model_name and model_name not in timm.list_pretrained(architecture + ".*"):
+        tags = timm.list_pretrained(architecture + ".*")
+        close = difflib.get_close_matches(model_name, tags, n=5, cutoff=0.0)
+        raise BobInputError(f"timm has no pretrained weights {model_name!r}; available for {architecture}: {close}")
+
+
+class TimmBackbone(Backbone):
+    """A timm model with a freshly initialised head of ``num_classes`` outputs.
+
+    ``resnet50.tv2_in1k`` is torchvision's ResNet-50 ``IMAGENET1K_V2`` checkpoint as hosted by
+    timm; ``vit_base_patch16_224.mae`` is the self-supervised MAE ViT-B/16 (use it with
+    ``layer_decay``). Normalisation comes from the weights' own pretrained config.
+
+    Args:
+        model_name: a timm model name, optionally with a weights tag (``resnet50.tv2_in1k``).
+        pretrained: load the pretrained weights (from the Hugging Face hub cache); tests pass false.
+        finetune: ``full`` (the paper's choice for ResNet-50 and MAE), ``lora`` or ``linear``.
+        layer_decay: layer-wise learning-rate decay (MAE fine-tuning: 0.65 or 0.75); the
+            learning rate of block i of n is scaled by ``layer_decay ** (n - i)``. None disables it.
+        model_kwargs: extra ``timm.create_model`` arguments, e.g. ``drop_path_rate: 0.1``,
+            ``global_pool: avg`` or ``pretrained_cfg_overlay: {file: weights.safetensors}`` for
+            weights stored on disk.
+        lora_rank: rank r of each LoRA adapter.
+        lora_alpha: LoRA scaling numerator.
+        lora_dropout: dropout on the LoRA branch input.
+        lora_targets: layers that get adapters (``qkv`` in timm ViTs).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "resnet50.tv2_in1k",
+        pretrained: bool = True,
+        finetune: FineTune = "full",
+        layer_decay: float | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        lora_rank: int = 16,
+        lora_alpha: float = 32,
+        lora_dropout: float = 0.1,
+        lora_targets: Sequence[str] = ("qkv",),
+    ):
+        super().__init__(finetune, lora_rank, lora_alpha, lora_dropout, lora_targets)
+        check_timm_name(model_name, pretrained)
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise BobInputError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.layer_decay = layer_decay
+        self.model_kwargs = dict(model_kwargs or {})
+        self.net: nn.Module | None = None
+
+    def _check_weights_available(self) -> None:
+        import timm
+
+        if not self.pretrained or "pretrained_cfg_overlay" in self.model_kwargs:
+            return
+        hub_id = timm.models.get_pretrained_cfg(self.model_name).hf_hub_id
+        if hub_id:
+            check_model_available(hub_id, "model.safetensors")
+
+    def build(self, num_classes: int, prompt_names: list[str], descriptor: str, image_size: int) -> None:
+        import timm
+
+        self._check_weights_available()
+        try:
+            # ViTs are built for one input size; timm resamples their position embeddings to it.
+            net = timm.create_model(
+                self.model_name, pretrained=self.pretrained, num_classes=num_classes,
+                **{"img_size": image_size, **self.model_kwargs},
+            )
+        except TypeError as error:  # convolutional networks take any size and no such argument
+            if "img_size" not in str(error) or "img_size" in self.model_kwargs:
+                raise
+            net = timm.create_model(
+                self.model_name, pretrained=self.pretrained, num_classes=num_classes, **self.model_kwargs
+            )
+        head = net.get_classifier()
+        if self.finetune == "lora":
+            net = self.attach_lora(net)
+        else:
+            set_trainable(net, self.finetune == "full")
+        set_trainable(head, True)
+        self.net = net
+        config = net.pretrained_cfg
+        self.set_normalization(config["mean"], config["std"])
+        self.built = True
+
+    def feature_extractor(self) -> nn.Module:
+        return self.net
+
+    def classify(self, pixels: Tensor) -> Tensor:
+        return self.net(pixels)
+
+    def no_weight_decay(self) -> set[str]:
+        names = getattr(self.net, "no_weight_decay", set)()  # position embeddings, class token
+        return {f"net.{name}" for name in names}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        if self.layer_decay is None:
+            return super().param_groups()
+        from timm.optim import param_groups_layer_decay
+
+        groups = param_groups_layer_decay(
+            self.net, weight_decay=1.0, layer_decay=self.layer_decay,
+            no_weight_decay_list=[name.removeprefix("net.") for name in self.no_weight_decay()],
+        )
+        for group in groups:
+            # weight_decay=1.0 above only marks the decayed groups; they take the optimizer's value.
+            if group["weight_decay"]:
+                del group["weight_decay"]
+        return [group for group in groups if group["params"]]
+

@@ -1,0 +1,384 @@
+"""The LightningModule of stage 2: LoRA fine-tuning of Stable Diffusion on class (+ context) prompts."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from bob.data.errors import BobInputError
+from bob.data.prompts import CLASS_TEMPLATE, CONTEXT_TEMPLATE, PromptTemplate
+from bob.modules.diffusion.caching import LatentCache, TextEmbeddingCache, is_deterministic
+from bob.modules.diffusion.components import StableDiffusionParts, load_stable_diffusion
+from bob.modules.diffusion.lora import LoRAInit, attach_lora, save_lora_weights
+
+PromptMode = Literal["context", "class"]
+FrozenDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+PAPER_UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"]
+PAPER_TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def accumulation_steps(effective_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
+    """Micro-batches per optimizer step so that every step sees ``effective_batch_size`` images."""
+    per_step = per_device_batch_size * world_size
+    if effective_batch_size % per_step:
+        raise BobInputError(
+            f"effective_batch_size {effective_batch_size} is not a multiple of the per-device batch "
+            f"{per_device_batch_size} x {world_size} device(s) = {per_step}; change data.batch_size, the "
+            "device count, or model.effective_batch_size"
+        )
+    return effective_batch_size // per_step
+
+
+class LoRAFineTuner(LightningModule):
+    """LoRA fine-tuning of a Stable Diffusion model on few-shot images (PAPER.md, Step 2).
+
+    Every image is captioned by a prompt template: in ``context`` mode (BOB) the class name plus
+    the image's background and pose from the caption bank, in ``class`` mode (DataDream) the
+    class name alone. One adapter is trained for all classes. Defaults are the paper's recipe;
+    the trained adapter is exported by the `LoRAExport` callback.
+
+    Args:
+        base_model: hub id or local folder of a diffusers Stable Diffusion 1.x / 2.x pipeline.
+        revision: hub revision (branch, tag or commit) of ``base_model``.
+        variant: weight variant to load, e.g. ``fp16`` (smaller download; trained in the
+            precision below either way).
+        prompt_mode: ``context`` needs ``data.caption_bank``; ``class`` ignores context.
+        template: prompt template with ``{a_descriptor}``, ``{class_name}`` and attribute
+            placeholders; None takes the mode's (`CONTEXT_TEMPLATE` / `CLASS_TEMPLATE`).
+        descriptor: the dataset's super-category ("aircraft"); linked from the data.
+        prompt_names: class names as written in prompts, in label order; linked from the data.
+        class_names: raw class names, recorded in the adapter manifest; linked from the data.
+        image_size: training resolution (a multiple of 8), also used for sample grids; linked.
+        unet_rank: LoRA rank on the UNet.
+        unet_alpha: LoRA alpha on the UNet (scale alpha / rank).
+        unet_targets: UNet layer names to adapt; names absent from this model are skipped,
+            none present is an error listing the available names.
+        train_text_encoder: also put LoRA on the text encoder.
+        text_encoder_rank: LoRA rank on the text encoder.
+        text_encoder_alpha: LoRA alpha on the text encoder.
+        text_encoder_targets: text-encoder layer names to adapt.
+        lora_init: ``gaussian`` (the paper) or ``kaiming`` (peft's default); B starts at zero
+            either way, so training starts from the base model.
+        learning_rate: AdamW learning rate.
+        betas: AdamW betas.
+        weight_decay: AdamW weight decay.
+        eps: AdamW epsilon.
+        warmup_steps: linear warm-up in optimizer steps.
+        lr_schedule: ``cosine`` decay to zero over the run after warm-up, or ``constant``.
+        max_grad_norm: gradient-norm clip; None turns it off. ``trainer.gradient_clip_val``
+            overrides it when set.
+        effective_batch_size: images per optimizer step over all devices; sets the trainer's
+            gradient accumulation to ``effective / (data.batch_size x devices)``, so the run
+            does not depend on the GPU count. None leaves ``trainer.accumulate_grad_batches``.
+        frozen_dtype: storage dtype of the frozen UNet, VAE and text encoder; ``auto`` follows
+            the trainer precision (``bf16-mixed`` -> bfloat16, ``16-mixed`` -> float16, else
+            float32). LoRA weights are always float32.
+        latent_cache_views: VAE latents cached per image. None (auto): 1 when the data's train
+            transform is deterministic (exact), else 0. 0: never cache. k >= 1: cache up to k
+            augmented views per image and reuse them afterwards; with random crops this trains
+            on k crops per image instead of a fresh crop every epoch.
+        gradient_checkpointing: recompute activations in the backward pass (less memory, ~30%
+            slower).
+    """
+
+    def __init__(
+        self,
+        base_model: str = "stabilityai/stable-diffusion-2-1-base",
+        revision: str | None = None,
+        variant: str | None = None,
+        prompt_mode: PromptMode = "context",
+        template: str | None = None,
+        descriptor: str = "object",
+        prompt_names: list[str] | None = None,
+        class_names: list[str] | None = None,
+        image_size: int = 512,
+        unet_rank: int = 16,
+        unet_alpha: float = 16.0,
+        unet_targets: list[str] = PAPER_UNET_TARGETS,
+        train_text_encoder: bool = True,
+        text_encoder_rank: int = 16,
+        text_encoder_alpha: float = 16.0,
+        text_encoder_targets: list[str] = PAPER_TEXT_ENCODER_TARGETS,
+        lora_init: LoRAInit = "gaussian",
+        learning_rate: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 1e-2,
+        eps: float = 1e-8,
+        warmup_steps: int = 100,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        max_grad_norm: float | None = 1.0,
+        effective_batch_size: int | None = 80,
+        frozen_dtype: FrozenDtype = "auto",
+        latent_cache_views: int | None = None,
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.prompt_mode = prompt_mode
+        self.template = PromptTemplate(
+            template or (CONTEXT_TEMPLATE if prompt_mode == "context" else CLASS_TEMPLATE), descriptor
+        )
+        if prompt_mode == "context" and not self.template.attributes:
+            raise BobInputError(
+                f"prompt_mode 'context' needs a template with context placeholders such as {{background}}; "
+                f"{self.template.template!r} has none (use prompt_mode 'class' for class-only prompts)"
+            )
+        if prompt_mode == "class" and self.template.attributes:
+            raise BobInputError(
+                f"prompt_mode 'class' uses no caption bank, but the template asks for {self.template.attributes}"
+            )
+        if image_size % 8:
+            raise BobInputError(f"image_size must be a multiple of 8 (the VAE downsamples by 8), got {image_size}")
+        self.prompt_names = list(prompt_names) if prompt_names is not None else None
+        self.class_names = list(class_names) if class_names is not None else None
+        self.image_size = image_size
+        self.matched_targets: dict[str, list[str]] = {}
+        self.unet: torch.nn.Module | None = None
+        self.vae: torch.nn.Module | None = None
+        self.text_encoder: torch.nn.Module | None = None
+        self.parts: StableDiffusionParts | None = None
+        self.latent_cache: LatentCache | None = None
+        self.text_cache = None if train_text_encoder else TextEmbeddingCache()
+        self._warned_truncation = False
+        # Checkpoints hold only the LoRA weights; the frozen base comes from `base_model`.
+        self.strict_loading = False
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        if self.prompt_names is None:
+            raise BobInputError("prompt_names is not set; give the data module (the CLI links it) or pass it")
+        if stage != "fit":
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.prompt_mode == "context":
+            bank = getattr(datamodule, "caption_bank", None)
+            if bank is None:
+                raise BobInputError(
+                    "prompt_mode 'context' needs the caption bank of the training images: set "
+                    "data.caption_bank to the caption stage's output folder, or use prompt_mode 'class'"
+                )
+            self.template.check_attributes(bank.attributes)
+        self._set_gradient_accumulation(datamodule)
+        views = self.hparams.latent_cache_views
+        if views is None:
+            # A data module without a `train_transform` attribute may augment anyhow: do not cache.
+            known = hasattr(datamodule, "train_transform")
+            views = 1 if known and is_deterministic(datamodule.train_transform) else 0
+        self.latent_cache = LatentCache(views) if views > 0 else None
+        rank_zero_info(
+            f"VAE latent cache: {f'{views} view(s) per image' if views else 'off'}; text embedding cache: "
+            f"{'on' if self.text_cache is not None else 'off (the text encoder is trained)'}"
+        )
+
+    def _set_gradient_accumulation(self, datamodule: Any) -> None:
+        effective = self.hparams.effective_batch_size
+        if effective is None:
+            return
+        per_device = getattr(datamodule, "batch_size", None)
+        if per_device is None:
+            raise BobInputError(
+                "effective_batch_size needs a data module with a `batch_size`; set model.effective_batch_size "
+                "to null and trainer.accumulate_grad_batches yourself"
+            )
+        world = self.trainer.world_size
+        steps = accumulation_steps(effective, per_device, world)
+        if self.trainer.accumulate_grad_batches not in (1, steps):
+            raise BobInputError(
+                f"trainer.accumulate_grad_batches={self.trainer.accumulate_grad_batches} contradicts "
+                f"model.effective_batch_size={effective} (which needs {steps}); set one of them only"
+            )
+        self.trainer.accumulate_grad_batches = steps
+        rank_zero_info(
+            f"effective batch {effective} = {per_device} per device x {world} device(s) x {steps} accumulation step(s)"
+        )
+
+    def _frozen_dtype(self) -> torch.dtype:
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        if precision in ("bf16-true", "16-true", "64-true"):
+            raise BobInputError(
+                f"trainer precision {precision!r} would cast the LoRA weights too; use 'bf16-mixed' or "
+                "'16-mixed' (the frozen weights are then stored in that dtype and LoRA stays float32)"
+            )
+        if self.hparams.frozen_dtype != "auto":
+            return getattr(torch, self.hparams.frozen_dtype)
+        if precision.startswith("bf16"):
+            return torch.bfloat16
+        return torch.float16 if precision.startswith("16") else torch.float32
+
+    def configure_model(self) -> None:
+        if self.unet is not None:
+            return
+        hp = self.hparams
+        dtype = self._frozen_dtype()
+        parts = load_stable_diffusion(hp.base_model, hp.revision, hp.variant, dtype)
+        for module in (parts.unet, parts.vae, parts.text_encoder):
+            module.requires_grad_(False)
+        self.matched_targets["unet"] = attach_lora(
+            parts.unet, hp.unet_rank, hp.unet_alpha, hp.unet_targets, hp.lora_init, "UNet"
+        )
+        if hp.train_text_encoder:
+            self.matched_targets["text_encoder"] = attach_lora(
+                parts.text_encoder, hp.text_encoder_rank, hp.text_encoder_alpha, hp.text_encoder_targets,
+                hp.lora_init, "text encoder",
+            )
+        if hp.gradient_checkpointing:
+            parts.unet.enable_gradient_checkpointing()
+            if hp.train_text_encoder:
+                parts.text_encoder.gradient_checkpointing_enable()
+        self.parts = parts
+        self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        rank_zero_info(f"LoRA: {trainable / 1e6:.2f}M trainable parameters; frozen weights in {dtype}")
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ----------------------------------------------------------------- prompts and encoders
+    def prompt(self, label: int, context: dict[str, str] | None = None) -> str:
+        return self.template.format(self.prompt_names[label], context)
+
+    def batch_prompts(self, batch: dict[str, Any]) -> list[str]:
+        """One prompt per image of a batch: class name, plus its caption fields in context mode."""
+        labels = [int(label) for label in batch["label"]]
+        missing = [a for a in self.template.attributes if a not in batch]
+        if missing:
+            raise BobInputError(
+                f"training batches lack the caption field(s) {missing} that the prompt template needs; "
+                "set data.caption_bank"
+            )
+        return [
+            self.prompt(label, {a: batch[a][i] for a in self.template.attributes}) for i, label in enumerate(labels)
+        ]
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        tokenizer = self.parts.tokenizer
+        tokens = tokenizer(
+            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
+        if not self._warned_truncation:
+            lengths = [len(ids) for ids in tokenizer(prompts).input_ids]
+            if max(lengths) > tokenizer.model_max_length:
+                self._warned_truncation = True
+                rank_zero_warn(
+                    f"a prompt of {max(lengths)} tokens is cut to the text encoder's {tokenizer.model_max_length} "
+                    f"(as the pipeline will cut it when generating): {prompts[lengths.index(max(lengths))]!r}; "
+                    "shorter captions keep the whole context"
+                )
+        # Same call as StableDiffusionPipeline.encode_prompt, so training and sampling agree.
+        mask = tokens.attention_mask.to(self.device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
+        return self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+
+    def text_embeddings(self, prompts: list[str]) -> torch.Tensor:
+        if self.text_cache is None:
+            return self.encode_prompts(prompts)
+        with torch.no_grad():
+            return self.text_cache.embeddings(prompts, self.encode_prompts)
+
+    @torch.no_grad()
+    def _posterior_parameters(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist.parameters
+
+    def latents(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scaled VAE latents of the batch's images (in [0, 1]), sampled from the posterior."""
+        images = batch["image"]
+        if self.latent_cache is not None:
+            posterior = self.latent_cache.posterior(list(batch["sample_id"]), images, self._posterior_parameters)
+        else:
+            posterior = DiagonalGaussianDistribution(self._posterior_parameters(images))
+        return posterior.sample(generator) * self.vae.config.scaling_factor
+
+    # ----------------------------------------------------------------- training
+    def denoising_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """The diffusion loss of a batch: MSE to the noise (or velocity) at uniform timesteps.
+
+        ``generator`` fixes latent sampling, noise and timesteps (for evaluation on fixed noise).
+        """
+        scheduler = self.parts.noise_scheduler
+        latents = self.latents(batch, generator).float()
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        timesteps = torch.randint(
+            0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device
+        )
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        if scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        text = self.text_embeddings(self.batch_prompts(batch))
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text).sample
+        return F.mse_loss(prediction.float(), target.float())
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.denoising_loss(batch)
+        size = len(batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, batch_size=size)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            self.trainable_parameters(), lr=hp.learning_rate, betas=tuple(hp.betas),
+            weight_decay=hp.weight_decay, eps=hp.eps,
+        )
+        if hp.lr_schedule == "cosine":
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler = get_cosine_schedule_with_warmup(optimizer, hp.warmup_steps, max(total, hp.warmup_steps + 1))
+        else:
+            scheduler = get_constant_schedule_with_warmup(optimizer, hp.warmup_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.max_grad_norm
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+
+    # ----------------------------------------------------------------- checkpoints and export
+    def init_arguments(self) -> dict[str, Any]:
+        """The hyperparameters this class's ``__init__`` takes (the CLI may record more)."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {k: v for k, v in self.hparams.items() if k in names}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        # `--ckpt_path` rebuilds the module from these; values linked by the CLI that this class
+        # does not take (e.g. num_classes) would make that fail.
+        private = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k.startswith("_")}
+        checkpoint["hyper_parameters"] = {**private, **self.init_arguments()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected = {name: tuple(p.shape) for name, p in self.named_parameters() if p.requires_grad}
+        found = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}
+        if found != expected:
+            differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+            raise BobInputError(
+                f"the checkpoint's LoRA weights do not fit this model ({len(differing)} missing or of another "
+                f"shape, e.g. {differing[:2]}); it was made with another base model or other LoRA ranks/targets"
+            )
+
+    def save_lora(self, folder: str) -> None:
+        """Write the diffusers-format adapter (UNet + trained text encoder) into ``folder``."""
+        save_lora_weights(folder, self.unet, self.text_encoder if self.hparams.train_text_encoder else None)
+
+    def pipeline(self) -> StableDiffusionPipeline:
+        """A sampling pipeline over the in-training modules (shares their weights)."""
+        pipeline = StableDiffusionPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.parts.tokenizer, unet=self.unet,
+            scheduler=self.parts.inference_scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline

@@ -1,0 +1,156 @@
+"""peft LoRA on diffusers / transformers modules: target checks and the diffusers adapter format."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.utils import convert_state_dict_to_diffusers
+from lightning.pytorch.utilities import rank_zero_info
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+
+from bob.data.errors import BobInputError
+
+#: The file `StableDiffusionPipeline.load_lora_weights(folder)` looks for.
+LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
+LORA_MANIFEST_FILE = "manifest.json"
+
+LoRAInit = Literal["gaussian", "kaiming"]
+
+
+class LoRATargetError(BobInputError):
+    """None of the requested LoRA target modules exist in the model."""
+
+
+def _matches(module_name: str, target: str) -> bool:
+    # peft's own rule for a list of target names: the full name or its dotted suffix.
+    return module_name == target or module_name.endswith(f".{target}")
+
+
+def adaptable_module_names(model: torch.nn.Module) -> list[str]:
+    """Short names (``to_q``, ``to_out.0``) of the Linear and Conv2d layers LoRA can target."""
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            parts = name.split(".")
+            names.add(".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1])
+    return sorted(names)
+
+
+def resolve_targets(model: torch.nn.Module, targets: list[str], component: str) -> list[str]:
+    """The targets that exist in ``model``; an error listing the available names when none does.
+
+    Targets present in some models only (the paper's ``add_k_proj``/``add_v_proj`` exist in
+    SD-XL-style blocks, not in SD 1.5/2.1) are skipped with a log line, so one recipe serves all.
+    """
+    names = [name for name, _ in model.named_modules()]
+    matched = [t for t in targets if any(_matches(n, t) for n in names)]
+    if not matched:
+        raise LoRATargetError(
+            f"none of the LoRA targets {targets} exist in the {component} ({type(model).__name__}); "
+            f"its Linear/Conv2d layers are named {adaptable_module_names(model)}"
+        )
+    skipped = [t for t in targets if t not in matched]
+    if skipped:
+        rank_zero_info(f"LoRA on the {component}: targets {skipped} are not in this model and are skipped")
+    return matched
+
+
+def attach_lora(
+    model: torch.nn.Module, rank: int, alpha: float, targets: list[str], init: LoRAInit, component: str
+) -> list[str]:
+    """Add a trainable fp32 LoRA adapter to a frozen diffusers or transformers model.
+
+    Returns the target names that matched (recorded in the adapter's manifest).
+    """
+    if rank < 1:
+        raise BobInputError(f"LoRA rank of the {component} must be at least 1, got {rank}")
+    matched = resolve_targets(model, targets, component)
+    model.requires_grad_(False)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        init_lora_weights="gaussian" if init == "gaussian" else True,
+        target_modules=matched,
+    )
+    model.add_adapter(config)
+    # The frozen base may be stored in bf16/fp16; the optimizer must see fp32 LoRA weights.
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    return matched
+
+
+def diffusers_lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter weights of ``model`` in diffusers' key format, fp32, on the CPU."""
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+    return {key: value.detach().float().cpu().contiguous() for key, value in state.items()}
+
+
+def adapter_metadata(model: torch.nn.Module) -> dict[str, Any]:
+    """The peft config of the default adapter; the loader reads rank and alpha from it."""
+    return model.peft_config["default"].to_dict()
+
+
+def save_lora_weights(
+    folder: str | Path, unet: torch.nn.Module, text_encoder: torch.nn.Module | None = None
+) -> Path:
+    """Write ``pytorch_lora_weights.safetensors`` (UNet + optional text encoder) atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".lora-") as tmp:
+        StableDiffusionPipeline.save_lora_weights(
+            tmp,
+            unet_lora_layers=diffusers_lora_state(unet),
+            text_encoder_lora_layers=diffusers_lora_state(text_encoder) if text_encoder is not None else None,
+            unet_lora_adapter_metadata=adapter_metadata(unet),
+            text_encoder_lora_adapter_metadata=adapter_metadata(text_encoder) if text_encoder is not None else None,
+            weight_name=LORA_WEIGHTS_FILE,
+            safe_serialization=True,
+        )
+        os.replace(Path(tmp) / LORA_WEIGHTS_FILE, folder / LORA_WEIGHTS_FILE)
+    return folder / LORA_WEIGHTS_FILE
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_lora_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of an exported adapter folder, checked to be complete."""
+    folder = Path(folder)
+    manifest_path, weights_path = folder / LORA_MANIFEST_FILE, folder / LORA_WEIGHTS_FILE
+    if not manifest_path.is_file() or not weights_path.is_file():
+        raise BobInputError(
+            f"no LoRA adapter at {folder} (expected {LORA_WEIGHTS_FILE} and {LORA_MANIFEST_FILE}); "
+            "the fine-tuning stage writes it: `python main.py fit -c configs/<dataset>/t2i.yaml`"
+        )
+    return json.loads(manifest_path.read_text(encoding="utf-8"))
+
+
+def load_lora(pipeline: StableDiffusionPipeline, folder: str | Path, check_fingerprint: bool = True) -> dict[str, Any]:
+    """Load an exported adapter into a pipeline; returns its manifest.
+
+    With ``check_fingerprint`` the weights file must be the one the manifest describes, so a
+    half-replaced folder is not used silently.
+    """
+    manifest = read_lora_manifest(folder)
+    weights_path = Path(folder) / LORA_WEIGHTS_FILE
+    if check_fingerprint and manifest.get("weights_sha256") != file_sha256(weights_path):
+        raise BobInputError(
+            f"{weights_path} does not match the sha256 recorded in its manifest; the export was "
+            "interrupted or the file was replaced. Export the adapter again."
+        )
+    pipeline.load_lora_weights(str(folder), weight_name=LORA_WEIGHTS_FILE)
+    return manifest

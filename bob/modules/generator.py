@@ -1,0 +1,265 @@
+"""The LightningModule of stage 3: Stable Diffusion + the stage-2 LoRA, one seeded image per plan item."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from bob.data.errors import BobInputError
+from bob.data.fingerprints import file_sha256
+from bob.hub import check_model_available
+from bob.modules.diffusion.components import load_stable_diffusion
+from bob.modules.diffusion.lora import LORA_MANIFEST_FILE, LORA_WEIGHTS_FILE
+
+log = logging.getLogger(__name__)
+
+#: Samplers selectable by name; ``default`` keeps the model's own (PNDM for SD 2.1-base).
+SCHEDULERS = {
+    "pndm": "PNDMScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm_solver": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",
+}
+SchedulerName = Literal["default", "pndm", "ddim", "dpm_solver", "unipc", "euler", "euler_ancestral"]
+GenerationDtype = Literal["auto", "float32", "float16", "bfloat16"]
+LORA_ADAPTER = "bob"
+
+
+class SyntheticImageGenerator(LightningModule):
+    """Generates one image per plan item from a Stable Diffusion model and a LoRA adapter.
+
+    Use with ``GenerationDataModule`` under ``predict``; ``SyntheticSetWriter`` (added
+    automatically when the trainer has none) writes the images. Each image starts from the noise
+    of its own seed (a CPU ``torch.Generator`` per image), so an image does not depend on the
+    batch it lands in, the rank that makes it, or the number of devices. Defaults are the
+    paper's recipe: CFG 2.0, 50 steps, the model's default sampler, LoRA scale 1, 512 px for
+    SD 2.1-base, no negative prompt.
+
+    Args:
+        base_model: diffusers model id on the hub or a local folder; the model the LoRA was
+            trained on.
+        revision: hub revision (branch, tag or commit) of ``base_model``.
+        variant: weight file variant to load, e.g. ``fp16`` (halves the download).
+        lora: the fine-tuning stage's adapter folder (holding ``pytorch_lora_weights.safetensors``)
+            or a ``.safetensors`` file; None generates with the base model alone. Placeholders
+            (``{dataset}``, ``{sampling}``, ``{seed}``...) are filled in from the generation data.
+        lora_scale: strength of the adapter (0 = base model, 1 = as trained).
+        guidance_scale: classifier-free guidance scale; <= 1 turns guidance off.
+        num_inference_steps: sampler steps.
+        scheduler: sampler; ``default`` is the model's own, the others trade a little quality
+            for fewer steps (``dpm_solver`` / ``unipc`` at 20-25 steps).
+        negative_prompt: text to steer away from, the same for every image; None for none.
+        height: image height in pixels (multiple of 8); None is the model's native size.
+        width: image width in pixels (multiple of 8); None is the model's native size.
+        dtype: weights and activations; ``auto`` follows a 16-bit trainer precision, otherwise
+            float16 on CUDA and float32 elsewhere.
+    """
+
+    def __init__(
+        self,
+        base_model: str = "stabilityai/stable-diffusion-2-1-base",
+        revision: str | None = None,
+        variant: str | None = None,
+        lora: str | None = None,
+        lora_scale: float = 1.0,
+        guidance_scale: float = 2.0,
+        num_inference_steps: int = 50,
+        scheduler: SchedulerName = "default",
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        dtype: GenerationDtype = "auto",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if num_inference_steps < 1:
+            raise BobInputError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        for name, size in (("height", height), ("width", width)):
+            if size is not None and (size < 8 or size % 8):
+                raise BobInputError(f"{name} must be a positive multiple of 8 (the VAE downsamples by 8), got {size}")
+        self.unet: torch.nn.Module | None = None
+        self.vae: torch.nn.Module | None = None
+        self.text_encoder: torch.nn.Module | None = None
+        self.generation_pipeline: StableDiffusionPipeline | None = None
+        self._lora_sha256: str | None = None
+        self._path_values: dict[str, Any] = {}
+        #: the adapter's manifest (what it was trained on), when it has one
+        self.lora_manifest: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- identity
+    def bind_paths(self, values: dict[str, Any]) -> None:
+        """Values for the placeholders of ``lora`` (the generation data module's `path_values`)."""
+        self._path_values = dict(values)
+        self._lora_sha256 = None
+
+    def lora_weights(self) -> Path | None:
+        """The adapter's weight file, checked to exist (cheap: no weights are read)."""
+        if self.hparams.lora is None:
+            return None
+        try:
+            path = Path(self.hparams.lora.format(**self._path_values)).expanduser()
+        except (KeyError, IndexError) as error:
+            raise BobInputError(
+                f"lora path {self.hparams.lora!r} has a placeholder {error} that the generation data does not "
+                "fill; use {dataset}, {sampling}, {shots}, {imbalance_factor} or {seed}"
+            ) from error
+        weights = path / LORA_WEIGHTS_FILE if path.is_dir() else path
+        if not weights.is_file():
+            raise BobInputError(
+                f"no LoRA adapter at {path} (expected a folder with {LORA_WEIGHTS_FILE}, or that file); "
+                "the fine-tuning stage writes it: `python main.py fit -c configs/<dataset>/t2i.yaml`"
+            )
+        return weights
+
+    def lora_sha256(self) -> str | None:
+        """sha256 of the adapter file, checked against the adapter's manifest when it has one."""
+        weights = self.lora_weights()
+        if weights is None:
+            return None
+        if self._lora_sha256 is None:
+            digest = file_sha256(weights)
+            manifest_path = weights.parent / LORA_MANIFEST_FILE
+            if manifest_path.is_file():
+                manifest = self.lora_manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+                recorded = manifest.get("weights_sha256")
+                if recorded is not None and recorded != digest:
+                    raise BobInputError(
+                        f"{weights} does not match the sha256 in {manifest_path}; the export was interrupted "
+                        "or the file replaced. Export the adapter again."
+                    )
+                trained_on = manifest.get("base_model")
+                if trained_on is not None and trained_on != self.hparams.base_model:
+                    rank_zero_warn(
+                        f"the LoRA at {weights.parent} was trained on {trained_on!r} but generation uses "
+                        f"{self.hparams.base_model!r}; fine if both name the same model"
+                    )
+            self._lora_sha256 = digest
+        return self._lora_sha256
+
+    def check_available(self) -> None:
+        """Fail before any output is written when the base model or the adapter cannot be loaded."""
+        check_model_available(self.hparams.base_model, "model_index.json")
+        self.lora_sha256()
+
+    def identity(self) -> dict[str, Any]:
+        """Everything about the model that changes the images; a synthetic folder keeps one identity."""
+        hp = self.hparams
+        return {
+            "base_model": hp.base_model,
+            "revision": hp.revision,
+            "lora_sha256": self.lora_sha256(),
+            "lora_scale": hp.lora_scale if hp.lora is not None else None,
+            "guidance_scale": hp.guidance_scale,
+            "num_inference_steps": hp.num_inference_steps,
+            "scheduler": hp.scheduler,
+            "negative_prompt": hp.negative_prompt,
+            "height": hp.height,
+            "width": hp.width,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The identity plus how this run executed (dtype, sampler class), for ``manifest.json``."""
+        pipeline = self.generation_pipeline
+        return {
+            **self.identity(),
+            "lora": str(self.lora_weights()) if self.hparams.lora is not None else None,
+            "variant": self.hparams.variant,
+            "dtype": str(pipeline.unet.dtype).removeprefix("torch.") if pipeline else None,
+            "scheduler_class": type(pipeline.scheduler).__name__ if pipeline else None,
+        }
+
+    def line_fields(self) -> dict[str, Any]:
+        """The model's part of every manifest line."""
+        return {"base_model": self.hparams.base_model, "lora_sha256": self.lora_sha256()}
+
+    # ----------------------------------------------------------------- loading
+    def resolve_dtype(self, device: torch.device) -> torch.dtype:
+        choice = self.hparams.dtype
+        if choice != "auto":
+            return getattr(torch, choice)
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        if precision.startswith("bf16"):
+            return torch.bfloat16
+        if precision.startswith("16"):
+            return torch.float16
+        return torch.float16 if device.type == "cuda" else torch.float32
+
+    def configure_model(self) -> None:
+        if self.generation_pipeline is None:
+            self.load(self.trainer.strategy.root_device)
+
+    def load(self, device: torch.device | str = "cpu") -> StableDiffusionPipeline:
+        """Build the pipeline (base model, scheduler, adapter) in the resolved dtype on ``device``."""
+        hp = self.hparams
+        device = torch.device(device)
+        dtype = self.resolve_dtype(device)
+        parts = load_stable_diffusion(hp.base_model, hp.revision, hp.variant)
+        scheduler = parts.inference_scheduler
+        if hp.scheduler != "default":
+            scheduler = getattr(diffusers, SCHEDULERS[hp.scheduler]).from_config(scheduler.config)
+        pipeline = StableDiffusionPipeline(
+            vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
+            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        weights = self.lora_weights()
+        if weights is not None:
+            self.lora_sha256()
+            pipeline.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=LORA_ADAPTER)
+            pipeline.set_adapters(LORA_ADAPTER, adapter_weights=hp.lora_scale)
+        pipeline.to(device)
+        if dtype != torch.float32:
+            pipeline.to(dtype=dtype)
+        for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+            module.requires_grad_(False).eval()
+        # Lightning's own progress bar counts batches; the per-step bar would interleave with it.
+        pipeline.set_progress_bar_config(disable=True)
+        self.unet, self.vae, self.text_encoder = pipeline.unet, pipeline.vae, pipeline.text_encoder
+        self.generation_pipeline = pipeline
+        rank_zero_info(
+            f"generator: {hp.base_model} + {'LoRA ' + str(weights) if weights else 'no LoRA'}, "
+            f"{type(scheduler).__name__} x {hp.num_inference_steps} steps, CFG {hp.guidance_scale}, {dtype}"
+        )
+        return pipeline
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
+        """Images for ``prompts`` (N x H x W x 3 uint8), image i from the noise of ``seeds[i]``."""
+        if self.generation_pipeline is None:
+            raise RuntimeError("the pipeline is not loaded; call configure_model() or load() first")
+        hp = self.hparams
+        # CPU generators give the same initial noise on every device type.
+        generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+        images = self.generation_pipeline(
+            prompt=list(prompts),
+            negative_prompt=[hp.negative_prompt] * len(prompts) if hp.negative_prompt is not None else None,
+            height=hp.height,
+            width=hp.width,
+            num_inference_steps=hp.num_inference_steps,
+            guidance_scale=hp.guidance_scale,
+            generator=generators,
+            output_type="np",
+        ).images
+        return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        seeds = batch["seed"].tolist() if isinstance(batch["seed"], torch.Tensor) else list(batch["seed"])
+        return {"sample_id": list(batch["sample_id"]), "image": self.generate(list(batch["prompt"]), seeds)}
+
+    def configure_callbacks(self) -> list[Callback]:
+        from bob.callbacks.synthetic_writer import SyntheticSetWriter
+
+        if any(isinstance(callback, SyntheticSetWriter) for callback in self.trainer.callbacks):
+            return []
+        return [SyntheticSetWriter()]

@@ -1,0 +1,28 @@
+"""Sample grids for the toy-world report: one row per class, its name on the left."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from bob.atomic import atomic_write
+
+_LABEL_WIDTH = 64
+
+
+def class_grid(rows: Sequence[tuple[str, Sequence[Path]]], tile: int = 64, columns: int = 8) -> Image.Image:
+    """A grid of ``columns`` images per row, each row headed by its class name."""
+    grid = Image.new("RGB", (_LABEL_WIDTH + columns * tile, max(1, len(rows)) * tile), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for r, (name, paths) in enumerate(rows):
+        draw.text((4, r * tile + tile // 2 - 6), name, fill=(0, 0, 0))
+        for c, path in enumerate(list(paths)[:columns]):
+            with Image.open(path) as image:
+                grid.paste(image.convert("RGB").resize((tile, tile), Image.NEAREST), (_LABEL_WIDTH + c * tile, r * tile))
+    return grid
+
+
+def save_grid(image: Image.Image, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

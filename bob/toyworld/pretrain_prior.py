@@ -1,0 +1,177 @@
+"""Stage B of the toy prior: UNet and text encoder trained jointly on broad-world latents and captions."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+
+from bob.toyworld.model_card import export_pipeline
+from bob.toyworld.prior_parts import build_text_encoder, build_training_scheduler, build_unet
+from bob.toyworld.tokenizer import build_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class ToyPriorPretraining(LightningModule):
+    """Pretrains the toy text-to-image prior and exports it as a `StableDiffusionPipeline` folder.
+
+    The VAE comes from stage A and stays frozen; image latents are encoded once per pool image
+    and cached. The exported folder holds the EMA weights in fp16 and a model card, and is
+    rewritten every ``export_every_n_steps`` so a run stopped early still leaves a usable prior.
+
+    Args:
+        vae: folder of the stage-A `AutoencoderKL` (``ToyVAEPretraining``'s output).
+        output_dir: where the pipeline folder is written.
+        unet_channels: UNet block widths (latent 16x16, so three levels reach 4x4).
+        text_hidden_size: width of the CLIP text encoder.
+        text_layers: transformer layers of the text encoder.
+        lr: AdamW learning rate of UNet and text encoder (constant after warm-up; EMA smooths).
+        warmup_steps: linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        ema_decay: decay of the exponential moving average that is exported.
+        min_snr_gamma: min-SNR loss weighting (Hang et al. 2023); 0 disables it.
+        export_every_n_steps: how often the pipeline folder is rewritten during training.
+        reproduce_command: the command written into the model card.
+    """
+
+    def __init__(
+        self,
+        vae: str = "runs/toyworld/prior_vae/model",
+        output_dir: str = "runs/toyworld/prior",
+        unet_channels: tuple[int, ...] = (64, 128, 128),
+        text_hidden_size: int = 128,
+        text_layers: int = 3,
+        lr: float = 6e-4,
+        warmup_steps: int = 200,
+        weight_decay: float = 1e-2,
+        ema_decay: float = 0.998,
+        min_snr_gamma: float = 5.0,
+        export_every_n_steps: int = 500,
+        reproduce_command: str = "python -m bob.toyworld.pretrain",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.output_dir = Path(output_dir)
+        self.unet = None
+        self._latent_cache: dict[int, torch.Tensor] = {}
+        self._loss_average: float | None = None
+        self._seconds_before = 0.0
+        self._started = time.monotonic()
+
+    def configure_model(self) -> None:
+        if self.unet is not None:
+            return
+        from diffusers import AutoencoderKL
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.tokenizer = build_tokenizer(folder)
+        self.vae = AutoencoderKL.from_pretrained(self.hparams.vae).requires_grad_(False).eval()
+        self.text_encoder = build_text_encoder(self.tokenizer, self.hparams.text_hidden_size, self.hparams.text_layers)
+        self.unet = build_unet(
+            tuple(self.hparams.unet_channels), self.hparams.text_hidden_size,
+            self.vae.config.sample_size // 2 ** (len(self.vae.config.block_out_channels) - 1),
+            self.vae.config.latent_channels,
+        )
+        self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
+        self.ema_text_encoder = copy.deepcopy(self.text_encoder).requires_grad_(False)
+        self.noise_scheduler = build_training_scheduler()
+
+    @torch.no_grad()
+    def latents(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        missing = [i for i, index in enumerate(indices.tolist()) if index not in self._latent_cache]
+        if missing:
+            encoded = self.vae.encode(images[missing] * 2.0 - 1.0).latent_dist.mean * self.vae.config.scaling_factor
+            for row, latent in zip(missing, encoded):
+                self._latent_cache[int(indices[row])] = latent.cpu()
+        return torch.stack([self._latent_cache[int(i)] for i in indices]).to(images.device)
+
+    def encode_text(self, captions: list[str], encoder) -> torch.Tensor:
+        tokens = self.tokenizer(
+            captions, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        )
+        return encoder(tokens.input_ids.to(self.device))[0]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        latents = self.latents(batch["image"], batch["index"])
+        noise = torch.randn_like(latents)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (latents.shape[0],), device=self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        prediction = self.unet(noisy, timesteps, self.encode_text(batch["caption"], self.text_encoder)).sample
+        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+        if self.hparams.min_snr_gamma > 0:
+            alphas = self.noise_scheduler.alphas_cumprod.to(self.device)[timesteps]
+            snr = alphas / (1.0 - alphas)
+            per_sample = per_sample * snr.clamp(max=self.hparams.min_snr_gamma) / snr
+        loss = per_sample.mean()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        from diffusers.optimization import get_constant_schedule_with_warmup
+
+        parameters = [*self.unet.parameters(), *self.text_encoder.parameters()]
+        optimizer = torch.optim.AdamW(parameters, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        scheduler = get_constant_schedule_with_warmup(optimizer, self.hparams.warmup_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Warm-up of the decay: early EMA weights would otherwise stay near the random init.
+        decay = min(self.hparams.ema_decay, (1 + self.global_step) / (10 + self.global_step))
+        for ema, live in ((self.ema_unet, self.unet), (self.ema_text_encoder, self.text_encoder)):
+            for e, p in zip(ema.parameters(), live.parameters()):
+                e.lerp_(p.detach(), 1.0 - decay)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._update_ema()
+        loss = float(outputs["loss"])
+        self._loss_average = loss if self._loss_average is None else 0.99 * self._loss_average + 0.01 * loss
+        if self.global_step % self.hparams.export_every_n_steps == 0:
+            self.export()
+
+    def on_train_start(self) -> None:
+        self._started = time.monotonic()
+
+    def on_train_end(self) -> None:
+        self.export()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["toy_prior"] = {"seconds": self.seconds_trained(), "loss_average": self._loss_average}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("toy_prior", {})
+        self._seconds_before = state.get("seconds", 0.0)
+        self._loss_average = state.get("loss_average")
+
+    def seconds_trained(self) -> float:
+        return self._seconds_before + time.monotonic() - self._started
+
+    def export(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        datamodule = self.trainer.datamodule
+        facts = {
+            "steps": int(self.global_step),
+            "batch_size": getattr(datamodule, "batch_size", None),
+            "pool_size": getattr(datamodule, "pool_size", None),
+            "num_variants": getattr(datamodule, "num_variants", None),
+            "data_seed": getattr(datamodule, "seed", None),
+            "wall_time_minutes": round(self.seconds_trained() / 60.0, 1),
+            "final_loss_ema": None if self._loss_average is None else round(self._loss_average, 4),
+            "hyperparameters": {k: v for k, v in self.hparams.items() if k not in ("output_dir",)},
+            "torch_threads": torch.get_num_threads(),
+        }
+        export_pipeline(
+            self.output_dir, self.vae, self.ema_text_encoder, self.tokenizer, self.ema_unet,
+            self.noise_scheduler, facts, self.hparams.vae, self.hparams.reproduce_command,
+        )
+        log.info("exported the toy prior (step %d) to %s", self.global_step, self.output_dir)

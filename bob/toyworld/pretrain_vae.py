@@ -1,0 +1,138 @@
+"""Stage A of the toy prior: an `AutoencoderKL` that maps 64x64 images to 16x16x4 latents."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+
+from bob.toyworld.model_card import write_training_facts
+
+log = logging.getLogger(__name__)
+
+
+def build_vae(channels: tuple[int, ...] = (32, 64, 64), image_size: int = 64, latent_channels: int = 8):
+    """The toy prior's VAE: one halving of the side per block after the first."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * len(channels),
+        up_block_types=("UpDecoderBlock2D",) * len(channels),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=min(32, channels[0]),
+        sample_size=image_size,
+    )
+
+
+class ToyVAEPretraining(LightningModule):
+    """Trains the toy prior's VAE on broad-world renders and saves it as a diffusers folder.
+
+    The saved config carries a ``scaling_factor`` measured on training latents (1 / their
+    standard deviation), as Stable Diffusion's VAE does, so the UNet sees unit-variance latents.
+
+    Args:
+        output_dir: where the diffusers ``AutoencoderKL`` folder is written (at the end of fit).
+        channels: block widths; ``len(channels) - 1`` halvings of the image side.
+        latent_channels: channels of the latent. 8 rather than Stable Diffusion's 4: at 16x16
+            a 4-channel latent reconstructed the painted parts poorly after 900 steps (MSE 0.06),
+            and the UNet's cost hardly depends on it.
+        lr: AdamW learning rate (cosine-decayed to a tenth over the run).
+        kl_weight: weight of the KL term; tiny, as in latent diffusion, to keep latents sharp.
+        image_size: side of the training images.
+        save_every_n_steps: also save the VAE this often, so a run stopped early leaves one.
+    """
+
+    def __init__(
+        self,
+        output_dir: str = "runs/toyworld/prior_vae",
+        channels: tuple[int, ...] = (32, 64, 64),
+        latent_channels: int = 8,
+        lr: float = 1e-3,
+        kl_weight: float = 1e-6,
+        image_size: int = 64,
+        save_every_n_steps: int = 200,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.output_dir = Path(output_dir)
+        self.vae = None
+        self._mse_average: float | None = None
+        self._started = time.monotonic()
+
+    def configure_model(self) -> None:
+        if self.vae is None:
+            self.vae = build_vae(tuple(self.hparams.channels), self.hparams.image_size, self.hparams.latent_channels)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        images = batch["image"] * 2.0 - 1.0
+        posterior = self.vae.encode(images).latent_dist
+        reconstruction = self.vae.decode(posterior.sample()).sample
+        mse = F.mse_loss(reconstruction, images)
+        kl = posterior.kl().mean()
+        loss = mse + self.hparams.kl_weight * kl
+        self.log_dict({"train/loss": loss, "train/mse": mse, "train/kl": kl}, prog_bar=True)
+        value = float(mse.detach())
+        self._mse_average = value if self._mse_average is None else 0.98 * self._mse_average + 0.02 * value
+        return loss
+
+    def on_train_start(self) -> None:
+        self._started = time.monotonic()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.vae.parameters(), lr=self.hparams.lr, weight_decay=0.0)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, min(50, total // 10))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            # Cosine down to a tenth, not zero: the last steps still learn.
+            return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @torch.no_grad()
+    def measured_scaling_factor(self, max_batches: int = 8) -> float:
+        loader = self.trainer.datamodule.train_dataloader()
+        latents = []
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            latents.append(self.vae.encode(batch["image"].to(self.device) * 2.0 - 1.0).latent_dist.mean)
+        return float(1.0 / torch.cat(latents).std())
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.global_step % self.hparams.save_every_n_steps == 0:
+            self.save()
+
+    def on_train_end(self) -> None:
+        self.save()
+
+    def save(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        was_training = self.vae.training
+        self.vae.eval()
+        factor = self.measured_scaling_factor()
+        self.vae.register_to_config(scaling_factor=factor)
+        self.vae.save_pretrained(self.output_dir)
+        write_training_facts(self.output_dir, {
+            "steps": int(self.global_step),
+            "batch_size": getattr(self.trainer.datamodule, "batch_size", None),
+            "pool_size": getattr(self.trainer.datamodule, "pool_size", None),
+            "wall_time_minutes": round((time.monotonic() - self._started) / 60.0, 1),
+            "final_mse": None if self._mse_average is None else round(self._mse_average, 4),
+            "scaling_factor": factor,
+        })
+        self.vae.train(was_training)
+        log.info("saved the toy VAE to %s (scaling factor %.4f)", self.output_dir, factor)

@@ -1,0 +1,59 @@
+"""Builders of the toy prior's UNet, text encoder and schedulers (Stable Diffusion's classes, small)."""
+
+from __future__ import annotations
+
+
+def build_unet(
+    channels: tuple[int, ...] = (64, 128, 128), cross_attention_dim: int = 128, latent_size: int = 16,
+    latent_channels: int = 8,
+):
+    """A `UNet2DConditionModel` with cross-attention on all but the full-resolution level."""
+    from diffusers import UNet2DConditionModel
+
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(channels) - 1)
+    up = ("CrossAttnUpBlock2D",) * (len(channels) - 1) + ("UpBlock2D",)
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        block_out_channels=channels,
+        layers_per_block=1,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=32,
+        norm_num_groups=min(32, channels[0]),
+    )
+
+
+def build_text_encoder(tokenizer, hidden_size: int = 128, layers: int = 3):
+    """A `CLIPTextModel` over ``tokenizer``'s vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden_size // 32),
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=hidden_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def build_training_scheduler():
+    """DDPM with a cosine schedule: at 16x16 latents the linear SD schedule leaves too little signal late."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon")
+
+
+def build_sampling_scheduler(training_scheduler):
+    """The scheduler shipped with the pipeline: DPM-Solver++, good in 20 steps, same noise schedule."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler.from_config(training_scheduler.config)

@@ -1,0 +1,89 @@
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from lightning.pytorch import Callback
+from safetensors import safe_open
+
+from bob.cli import main
+from bob.data.errors import BobInputError
+from bob.modules import LoRAFineTuner
+from bob.modules.diffusion.lora import LORA_WEIGHTS_FILE, load_lora
+from tests.t2i_fixtures import fit_config, make_world, manifest, one_torch_thread  # noqa: F401
+
+
+def generate(pipeline: StableDiffusionPipeline, prompts: list[str]) -> torch.Tensor:
+    pipeline.set_progress_bar_config(disable=True)
+    generators = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+    return pipeline(prompts, height=64, width=64, num_inference_steps=3, guidance_scale=2.0,
+                    generator=generators, output_type="pt").images
+
+
+def test_exported_adapter_reproduces_the_in_training_model(tmp_path, tiny_sd_path):
+    config = fit_config(tmp_path, make_world(tmp_path), tiny_sd_path, model={"learning_rate": 5e-2}, trainer={"max_steps": 3})
+    module = main(["fit", "-c", str(config)]).model
+    prompts = [module.prompt(0, {"background": "sea", "pose": "landing"}), module.prompt(2, {"background": "grass", "pose": "parked"})]
+    module.eval()
+    with torch.no_grad():
+        in_training = generate(module.pipeline(), prompts)
+
+    folder = tmp_path / "lora"
+    with safe_open(str(folder / LORA_WEIGHTS_FILE), framework="pt") as weights:
+        keys = list(weights.keys())
+    assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
+    fresh = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, use_safetensors=True)
+    base = generate(fresh, prompts)
+    exported = load_lora(fresh, folder)
+    reloaded = generate(fresh, prompts)
+
+    assert exported["lora"]["unet"]["alpha"] == 8.0  # alpha != rank: the loader must read the metadata
+    assert (reloaded - base).abs().max() > 1e-3  # the adapter changes the images ...
+    torch.testing.assert_close(reloaded, in_training, atol=1e-4, rtol=1e-4)  # ... exactly as in training
+
+
+def test_adapter_with_a_changed_weights_file_is_refused(tmp_path, tiny_sd_path):
+    main(["fit", "-c", str(fit_config(tmp_path, make_world(tmp_path), tiny_sd_path, trainer={"max_steps": 1}))])
+    weights = tmp_path / "lora" / LORA_WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-1] + b" ")
+    fresh = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, use_safetensors=True)
+    with pytest.raises(BobInputError, match="sha256"):
+        load_lora(fresh, tmp_path / "lora")
+
+
+class RecordRestoredWeights(Callback):
+    """Keeps the LoRA weights as they are when training (re)starts."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.step = trainer.global_step
+        self.weights = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
+
+
+def test_checkpoints_hold_only_lora_weights_and_resume(tmp_path, tiny_sd_path):
+    world = make_world(tmp_path)
+    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}
+    config = fit_config(
+        tmp_path, world, tiny_sd_path, model={"learning_rate": 1e-2},
+        trainer={"max_steps": 2, "enable_checkpointing": True}, callbacks=[checkpoint],
+    )
+    main(["fit", "-c", str(config)])
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    keys = list(saved["state_dict"])
+    assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)
+    assert any(k.startswith("text_encoder.") for k in keys)
+
+    last = f"--ckpt_path={tmp_path / 'ckpt' / 'last.ckpt'}"
+    recorder = {"class_path": "tests.test_t2i_export.RecordRestoredWeights"}
+    resume = fit_config(tmp_path, world, tiny_sd_path, model={"learning_rate": 1e-2},
+                        trainer={"max_steps": 4, "enable_checkpointing": True}, callbacks=[checkpoint, recorder])
+    cli = main(["fit", "-c", str(resume), last])
+    restored = next(c for c in cli.trainer.callbacks if isinstance(c, RecordRestoredWeights))
+    assert restored.step == 2 and cli.trainer.global_step == 4
+    for name, value in saved["state_dict"].items():
+        torch.testing.assert_close(restored.weights[name], value)
+
+    # The CLI rebuilds the module from the checkpoint's hyperparameters; used directly, a module
+    # with other LoRA settings is refused instead of half-loaded.
+    other_rank = LoRAFineTuner(**{**cli.model.init_arguments(), "unet_rank": 2})
+    other_rank.configure_model()
+    with pytest.raises(BobInputError, match="other LoRA ranks"):
+        other_rank.on_load_checkpoint(saved)

@@ -135,11 +135,13 @@ PAPER = Architectures(
     captioner_vocab_size=152064,
     captioner_max_pixels=12845056,
     notes=[
-        "SD 2.1-base: UNet and VAE from the LDM v2 config as diffusers converts it (model_channels 320, "
-        "channel_mult 1,2,4,4, num_head_channels 64 -> heads 5,10,20,20, linear projections, context 1024); "
-        "text tower: OpenCLIP ViT-H with its last of 24 blocks dropped (23 layers, width 1024, 16 heads, MLP 4096).",
-        "Not checked against the hub's config.json files (no network): upcast_attention, the tokenizer's merges "
-        "(a filler vocabulary of the real size is used) and the Qwen2.5-VL-7B values, which are from its model card.",
+        "Parameter counts equal the published models': UNet 865,910,724, VAE 83,653,863, text encoder "
+        "340,387,840 (SD 2.1-base), ResNet-50 25,557,032, Qwen2.5-VL-7B 8,292,166,656.",
+        "UNet heads (5, 10, 20, 20) and linear projections follow diffusers' conversion of the LDM v2 config "
+        "(320 channels / 64 per head); head counts do not change parameter counts, so they rest on that mapping.",
+        "Not checked (no network): the hub's upcast_attention flag (SDPA attention ignores it) and the "
+        "tokenizers' merges; a filler vocabulary of the real size is used, so prompts split into more tokens, "
+        "while the text encoder always runs on 77 positions as in the real model.",
     ],
 )
 

@@ -27,3 +27,14 @@ def tiny_clip_path(tmp_path_factory):
     from tests.tiny_models import save_tiny_clip
 
     return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(autouse=True)
+def finish_wandb_runs():
+    """A W&B run left open by one test would silently receive the next test's logs."""
+    yield
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

@@ -90,17 +90,27 @@ def test_two_ddp_processes_with_batch_2_make_the_same_set(bob_set, world, tmp_pa
         data={"batch_size": 2}, trainer={"devices": 2, "strategy": "ddp"},
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "bob", "predict", "-c", str(config)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def run_ddp() -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "bob", "predict", "-c", str(config)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    run_ddp()
     assert (output / "manifest.jsonl").read_text() == (bob_set / "manifest.jsonl").read_text()
     assert read_summary(output) == read_summary(bob_set)
     ddp, single = pixels(output), pixels(bob_set)
     for key, image in single.items():
         assert np.abs(ddp[key] - image).max() <= 1, key
     assert np.mean([(ddp[k] == single[k]).mean() for k in single]) > 0.99
+
+    # One missing image: rank 1's share is empty, so Lightning skips its predict loop; the
+    # run must still finish (no rank left waiting) with the image made again.
+    (output / read_manifest_lines(output)[5]["file"]).unlink()
+    run_ddp()
+    assert read_summary(output)["complete"] and read_manifest_lines(output) == read_manifest_lines(bob_set)
 
 
 def test_killed_run_resumes_to_exactly_the_plan(world, tmp_path):
@@ -128,6 +138,14 @@ def test_killed_run_resumes_to_exactly_the_plan(world, tmp_path):
     assert all(p.read_bytes() == data for p, data in first_run.items())  # finished images untouched
     assert np.asarray(Image.open(output / "images/0002/00003.png")).std() > 0  # the orphan was regenerated
     assert (output / "manifest.jsonl").read_text() == (world["root"] / "bob_set" / "manifest.jsonl").read_text()
+
+    # Every image made, but the run died before assembling: a rerun with nothing to generate
+    # (Lightning then skips the predict loop) still writes the manifests.
+    summary = read_summary(output)
+    (output / "manifest.json").write_text(json.dumps({**summary, "complete": False}))
+    (output / "manifest.jsonl").unlink()
+    main(["predict", "-c", str(config)])
+    assert read_summary(output)["complete"] and len(read_manifest_lines(output)) == 12
 
 
 @pytest.mark.parametrize(
@@ -159,11 +177,12 @@ def test_datadream_arm_uses_class_only_prompts_and_logs_a_preview(world, tmp_pat
         tmp_path / "dd.yaml", world, world["sd"], output, lora=world["lora"],
         data={"strategy": "none", "caption_bank": None, "images_per_class": {"beta": 2}}, trainer={"logger": logger},
     )
-    main(["predict", "-c", str(config)])
+    run = main(["predict", "-c", str(config)]).trainer.logger.experiment
+    run.finish()  # an unfinished W&B run would be reused by the next test's logger
     lines = read_manifest_lines(output)
     assert [line["prompt"] for line in lines] == ["an aircraft photo of a beta"] * 2
     assert all(line["context_source"] is None for line in lines)
-    logged = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/generate/preview_*.png"))
+    logged = list(Path(run.dir).glob("media/images/generate/preview_*.png"))
     assert len(logged) == 1 and Image.open(logged[0]).size == (8 * 128, 128)  # one class, first images
 
 
@@ -184,3 +203,36 @@ def test_bad_input_fails_before_anything_is_written(world, tmp_path, model, data
     with pytest.raises(Exception, match=message):
         main(["predict", "-c", str(config)])
     assert not (tmp_path / "out").exists()
+
+
+def test_fixed_contexts_and_top_up_counts_from_the_split(world, tmp_path):
+    from bob.data import ClassFolders
+    from bob.datamodules import GenerationDataModule
+
+    contexts = tmp_path / "invented.tsv"
+    contexts.write_text("background\tpose\nlunar base\thovering\n")
+    datamodule = GenerationDataModule(
+        ClassFolders(str(world["data"]), descriptor="aircraft", name="toy"), output_dir=str(tmp_path / "out"),
+        strategy="fixed", context_file=str(contexts), top_up_to=7, real_multiplier=3,
+        shots=2, val_per_class=1, split_file=str(world["split_file"]),
+    )
+    items = datamodule.plan.items
+    assert Counter(i.class_name for i in items) == {name: 7 - 2 * 3 for name in CLASSES}
+    assert {i.prompt for i in items if i.class_name == "beta"} == {
+        "an aircraft photo of a beta in the lunar base background with the hovering pose"
+    }
+
+
+def test_sampler_size_and_negative_prompt_options(world):
+    from bob.modules.generator import SyntheticImageGenerator
+
+    generator = SyntheticImageGenerator(
+        str(world["sd"]), scheduler="dpm_solver", num_inference_steps=2, height=32, width=48,
+        negative_prompt="blurry", lora=str(world["lora"]), lora_scale=0.5,
+    )
+    generator.bind_paths({})
+    generator.load("cpu")
+    images = generator.generate(["an aircraft photo of a beta"] * 2, [1, 2])
+    assert images.shape == (2, 32, 48, 3) and images.dtype == np.uint8
+    assert not np.array_equal(images[0], images[1])
+    assert generator.describe()["scheduler_class"] == "DPMSolverMultistepScheduler"

@@ -90,6 +90,9 @@ def test_dependence_separates_independent_from_class_bound_backgrounds():
     assert abs(independent["home_rate"] - 1 / 8) < 0.04
     assert bound["nmi"] == pytest.approx(1.0) and bound["home_rate"] == 1.0
     assert bound["cramers_v"] > 0.9 > independent["cramers_v"] + 0.5
+    # The permutation null matches an independent sample, and is far below a class-bound one.
+    assert independent["nmi"] == pytest.approx(independent["nmi_null"], abs=0.01)
+    assert bound["nmi_null"] < 0.05
 
 
 def test_written_dataset_has_biased_shots_uniform_test_and_ground_truth_captions(tmp_path):

@@ -65,19 +65,7 @@ class CaptionWriter(BasePredictionWriter):
         self.output_dir: Path | None = None
 
     def _resolve_output_dir(self, datamodule: Any) -> Path:
-        fields = {
-            "dataset": getattr(getattr(datamodule, "dataset", None), "name", None),
-            "sampling": getattr(datamodule, "sampling", None),
-            "shots": getattr(datamodule, "shots", None),
-            "seed": getattr(datamodule, "seed", None),
-        }
-        try:
-            return Path(self.output_dir_template.format(**fields))
-        except (KeyError, IndexError) as error:
-            raise CaptionBankError(
-                f"output_dir {self.output_dir_template!r} has an unknown placeholder {error}; use "
-                "{dataset}, {sampling}, {shots} or {seed}"
-            ) from error
+        return datamodule.format_path(self.output_dir_template, "CaptionWriter output_dir")
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "predict":

@@ -12,7 +12,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from bob.atomic import atomic_write_json
 from bob.callbacks.sample_grid import run_folder
 from bob.data.caption_bank import RECORDS_FILE
-from bob.data.errors import BobInputError
 from bob.modules.diffusion.lora import LORA_MANIFEST_FILE, LORA_WEIGHTS_FILE, file_sha256
 from bob.versions import package_versions
 
@@ -69,19 +68,7 @@ class LoRAExport(Callback):
         self._started = time.time()
 
     def resolve(self, datamodule: Any) -> Path:
-        fields = {
-            "dataset": getattr(getattr(datamodule, "dataset", None), "name", None),
-            "sampling": getattr(datamodule, "sampling", None),
-            "shots": getattr(datamodule, "shots", None),
-            "seed": getattr(datamodule, "seed", None),
-        }
-        try:
-            return Path(self.dirpath.format(**fields))
-        except (KeyError, IndexError) as error:
-            raise BobInputError(
-                f"LoRAExport dirpath {self.dirpath!r} has an unknown placeholder {error}; use "
-                "{dataset}, {sampling}, {shots} or {seed}"
-            ) from error
+        return datamodule.format_path(self.dirpath, "LoRAExport dirpath")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero:

@@ -7,38 +7,25 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
-import bob
 from bob.atomic import atomic_write
 from bob.data.errors import BobInputError
 from bob.data.generation_plan import PlanItem
 from bob.data.images import load_rgb
 from bob.data.synthetic_set import SyntheticSetFolder
+from bob.versions import package_versions
 
 log = logging.getLogger(__name__)
 
-_PACKAGES = ("torch", "diffusers", "transformers", "peft", "lightning")
 PREVIEW_FILE = "preview.jpg"
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"bob": bob.__version__}
-    for name in _PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def set_identity(pl_module: Any, datamodule: Any) -> dict[str, Any]:
@@ -133,7 +120,6 @@ class SyntheticSetWriter(BasePredictionWriter):
         self.write_threads = write_threads
         self._writes: BackgroundWrites | None = None
         self._started = 0.0
-        self._written = 0
 
     @staticmethod
     def _datamodule(trainer: Trainer) -> Any:
@@ -163,12 +149,11 @@ class SyntheticSetWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             datamodule.folder.start(identity, set_summary(pl_module, datamodule))
         trainer.strategy.barrier("synthetic_start")
+        self._started = time.perf_counter()
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Images go to disk; kept in memory too, a large set would exhaust it.
         trainer.predict_loop.return_predictions = False
-        self._started = time.perf_counter()
-        self._written = 0
         self._writes = BackgroundWrites(self.write_threads)
 
     def write_on_batch_end(
@@ -179,38 +164,48 @@ class SyntheticSetWriter(BasePredictionWriter):
         extra = pl_module.line_fields()
         for key, image in zip(prediction["sample_id"], prediction["image"], strict=True):
             self._writes.submit(datamodule.folder.write, datamodule.plan.by_key[key], image, extra)
-            self._written += 1
+
+    def _close_writes(self) -> None:
+        if self._writes is not None:
+            self._writes.wait()
+            self._writes.close()
+            self._writes = None
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         # Images already generated are finished, so a resumed run need not make them again.
         if self._writes is not None:
             self._writes.close()
+            self._writes = None
 
-    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._writes.wait()
-        self._writes.close()
-        seconds = time.perf_counter() - self._started
-        written = torch.tensor(self._written, device=pl_module.device)
-        total_written = int(trainer.strategy.reduce(written, reduce_op="sum"))
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Not `on_predict_end`: Lightning skips the predict loop, hooks included, on a rank
+        # whose share is empty, while teardown runs on every rank after a successful run.
+        if stage != "predict":
+            return
+        self._close_writes()
         trainer.strategy.barrier("synthetic_written")
         if trainer.is_global_zero:
-            datamodule = trainer.datamodule
-            plan = datamodule.plan
-            summary = datamodule.folder.finish([i.key for i in plan.items], set_summary(pl_module, datamodule))
-            rate = total_written / seconds if seconds > 0 else 0.0
-            log.info(
-                "wrote %d image(s) in %.1f s (%.2f images/s over %d device(s)); set %s: %d of %d, complete=%s",
-                total_written, seconds, rate, trainer.world_size, datamodule.output_dir,
-                summary["num_images"], summary["num_planned"], summary["complete"],
-            )
-            for logger in trainer.loggers:
-                logger.log_metrics(
-                    {"generate/images_written": total_written, "generate/images_per_second": rate,
-                     "generate/num_images": summary["num_images"]},
-                    step=0,
-                )
-            self.log_preview(trainer, datamodule)
+            self.finish(trainer, pl_module, trainer.datamodule)
         trainer.strategy.barrier("synthetic_finished")
+
+    def finish(self, trainer: Trainer, pl_module: LightningModule, datamodule: Any) -> None:
+        """Assemble the manifests, then report and log a preview (rank 0)."""
+        seconds = time.perf_counter() - self._started
+        summary = datamodule.folder.finish([i.key for i in datamodule.plan.items], set_summary(pl_module, datamodule))
+        written = datamodule.num_pending
+        rate = written / seconds if seconds > 0 else 0.0
+        log.info(
+            "wrote %d image(s) in %.1f s (%.2f images/s over %d device(s)); set %s: %d of %d, complete=%s",
+            written, seconds, rate, trainer.world_size, datamodule.output_dir,
+            summary["num_images"], summary["num_planned"], summary["complete"],
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {"generate/images_written": written, "generate/images_per_second": rate,
+                 "generate/num_images": summary["num_images"]},
+                step=0,
+            )
+        self.log_preview(trainer, datamodule)
 
     def log_preview(self, trainer: Trainer, datamodule: Any) -> None:
         grid = preview_grid(

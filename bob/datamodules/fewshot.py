@@ -156,20 +156,31 @@ class FewShotDataModule(LightningDataModule):
             return f"{self.shots}shot-ext-{source.stem}-{tag}"
         return f"{self.shots}shot"
 
-    @property
-    def split_file(self) -> Path:
+    def path_values(self) -> dict[str, Any]:
+        """Values the ``{placeholders}`` of run paths take, the same in every stage's config."""
+        return {
+            "dataset": self.dataset.name, "sampling": self.sampling, "shots": self.shots,
+            "imbalance_factor": self.imbalance_factor, "seed": self.seed,
+        }
+
+    def format_path(self, template: str, setting: str = "path") -> Path:
+        """Fill a run-path template (``runs/{dataset}/lora/bob_{sampling}_seed{seed}``) for this split.
+
+        Args:
+            template: the path with placeholders among `path_values`.
+            setting: the name of the option it came from, for the error message.
+        """
         try:
-            return Path(
-                self.split_file_template.format(
-                    dataset=self.dataset.name, sampling=self.sampling, shots=self.shots,
-                    imbalance_factor=self.imbalance_factor, seed=self.seed,
-                )
-            )
+            return Path(template.format(**self.path_values()))
         except (KeyError, IndexError) as error:
             raise BobInputError(
-                f"split_file {self.split_file_template!r} has an unknown placeholder {error}; use "
-                "{dataset}, {sampling}, {shots}, {imbalance_factor} or {seed}"
+                f"{setting} {template!r} has an unknown placeholder {error}; use "
+                + ", ".join(f"{{{name}}}" for name in self.path_values())
             ) from error
+
+    @property
+    def split_file(self) -> Path:
+        return self.format_path(self.split_file_template, "split_file")
 
     def split_request(self) -> dict[str, Any]:
         """The settings a split file must have been made with to be reused (saved in its details)."""

@@ -28,15 +28,21 @@ log = logging.getLogger(__name__)
 
 
 class PlanDataset(Dataset):
-    """Plan items as dict samples: ``sample_id`` (the item key), ``label``, ``seed``, ``prompt``."""
+    """Plan items as dict samples: ``sample_id`` (the item key), ``label``, ``seed``, ``prompt``.
 
-    def __init__(self, items: list[PlanItem]):
+    ``padding`` empty samples (``sample_id`` ""), which the generator skips, follow the items.
+    """
+
+    def __init__(self, items: list[PlanItem], padding: int = 0):
         self.items = items
+        self.padding = padding
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) + self.padding
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if index >= len(self.items):
+            return {"sample_id": "", "label": -1, "seed": 0, "prompt": ""}
         item = self.items[index]
         return {"sample_id": item.key, "label": item.label, "seed": item.seed, "prompt": item.prompt}
 
@@ -112,8 +118,8 @@ class GenerationDataModule(FewShotDataModule):
             split_source=split_source, imbalance_factor=imbalance_factor, longtail_groups=longtail_groups,
             batch_size=batch_size, num_workers=num_workers, verify_shots=False,
         )
-        self.caption_bank_path = str(self.format_path(caption_bank)) if caption_bank is not None else None
-        self.output_dir = self.format_path(output_dir)
+        self.caption_bank_path = str(self.format_path(caption_bank, "caption_bank")) if caption_bank is not None else None
+        self.output_dir = self.format_path(output_dir, "output_dir")
         self.strategy = strategy
         self.images_per_class = images_per_class
         self.top_up_to = top_up_to
@@ -123,22 +129,8 @@ class GenerationDataModule(FewShotDataModule):
         self.generation_seed = generation_seed
         self.folder = SyntheticSetFolder(self.output_dir, image_format, image_quality)
         self._plan: GenerationPlan | None = None
-
-    def path_values(self) -> dict[str, Any]:
-        """Values the ``{placeholders}`` of run paths take, the same in every stage's config."""
-        return {
-            "dataset": self.dataset.name, "sampling": self.sampling, "shots": self.shots,
-            "imbalance_factor": self.imbalance_factor, "seed": self.seed,
-        }
-
-    def format_path(self, template: str) -> Path:
-        try:
-            return Path(template.format(**self.path_values()))
-        except (KeyError, IndexError) as error:
-            raise GenerationPlanError(
-                f"path {template!r} has an unknown placeholder {error}; use {{dataset}}, {{sampling}}, "
-                "{shots}, {imbalance_factor} or {seed}"
-            ) from error
+        #: images this predict run was asked to make, over all ranks (set by `predict_dataloader`)
+        self.num_pending = 0
 
     @property
     def plan(self) -> GenerationPlan:
@@ -220,5 +212,9 @@ class GenerationDataModule(FewShotDataModule):
         if trainer is not None:
             # Every rank must split the same list; rank 0's view of the folder decides.
             pending = trainer.strategy.broadcast(pending, src=0)
+        self.num_pending = len(pending)
         log.info("%d of %d planned images to generate", len(pending), len(self.plan))
-        return self.make_dataloader(PlanDataset(pending), shuffle=False)
+        # Lightning's predict sampler fails on a rank with no sample (fewer images than ranks).
+        world = trainer.world_size if trainer is not None else 1
+        padding = world - len(pending) if 0 < len(pending) < world else 0
+        return self.make_dataloader(PlanDataset(pending, padding), shuffle=False)

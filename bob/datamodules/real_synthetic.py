@@ -101,18 +101,7 @@ class RealSyntheticDataModule(FewShotDataModule):
             return None
         if self.on_the_fly is not None:
             return self.on_the_fly.folder
-        try:
-            return Path(
-                self.synthetic.format(
-                    dataset=self.dataset.name, sampling=self.sampling, shots=self.shots,
-                    imbalance_factor=self.imbalance_factor, seed=self.seed,
-                )
-            )
-        except (KeyError, IndexError) as error:
-            raise BobInputError(
-                f"synthetic {self.synthetic!r} has an unknown placeholder {error}; use "
-                "{dataset}, {sampling}, {shots}, {imbalance_factor} or {seed}"
-            ) from error
+        return self.format_path(self.synthetic, "synthetic")
 
     @property
     def real_repeats(self) -> int:

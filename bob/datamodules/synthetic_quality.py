@@ -93,22 +93,6 @@ class SyntheticQualityDataModule(FewShotDataModule):
         self.synthetic_records: list[ImageRecord] = []
         self.synthetic_entries: list[dict[str, Any]] = []
 
-    def path_values(self) -> dict[str, Any]:
-        """Values the ``{placeholders}`` of run paths take, the same in every stage's config."""
-        return {
-            "dataset": self.dataset.name, "sampling": self.sampling, "shots": self.shots,
-            "imbalance_factor": self.imbalance_factor, "seed": self.seed,
-        }
-
-    def format_path(self, template: str) -> Path:
-        try:
-            return Path(template.format(**self.path_values()))
-        except (KeyError, IndexError) as error:
-            raise BobInputError(
-                f"path {template!r} has an unknown placeholder {error}; use "
-                "{dataset}, {sampling}, {shots}, {imbalance_factor} or {seed}"
-            ) from error
-
     @property
     def synthetic_folder(self) -> Path:
         return self.format_path(self.synthetic)

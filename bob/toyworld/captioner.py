@@ -59,7 +59,7 @@ class GroundTruthCaptioner(LightningModule):
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         world = self.world()
         results = []
-        for sample_id, label in zip(batch["sample_id"], batch["label"]):
+        for sample_id, label in zip(batch["sample_id"], batch["label"], strict=False):
             class_name = self.class_names[int(label)] if self.class_names else None
             truth = world.get(sample_id)
             if truth is None:

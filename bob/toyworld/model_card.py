@@ -58,7 +58,8 @@ empty for classifier-free guidance. No few-shot class name appears in any captio
   {len(parts['tokenizer'])} tokens learned from the world's caption words (any new model code splits
   into known letters and digits).
 - VAE: {_count(parts['vae'])} parameters, 64x64x3 <-> 16x16x4; {vae_line}.
-- Weights stored in fp16 (EMA of the training weights); they load as fp32 by default.
+- EMA of the training weights; UNet and VAE stored in fp16, text encoder in fp32; all load as fp32
+  by default.
 
 ## Training
 - {facts.get('steps')} steps at batch {facts.get('batch_size')}, {facts.get('wall_time_minutes')} min
@@ -78,13 +79,18 @@ def export_pipeline(
     folder: str | Path, vae, text_encoder, tokenizer, unet, training_scheduler, facts: dict, vae_folder: str,
     command: str,
 ) -> Path:
-    """Write the pipeline (fp16 weights) and its model card into ``folder``, replacing it whole."""
+    """Write the pipeline and its model card into ``folder``, replacing it whole.
+
+    UNet and VAE are stored in fp16 (diffusers loads them as fp32 unless asked otherwise); the
+    text encoder stays fp32, because transformers 5 loads weights in their stored dtype and a
+    plain ``StableDiffusionPipeline.from_pretrained(folder)`` would then mix dtypes on a CPU.
+    """
     from diffusers import StableDiffusionPipeline
 
     folder = Path(folder)
     pipeline = StableDiffusionPipeline(
         vae=copy.deepcopy(vae).to(torch.float16),
-        text_encoder=copy.deepcopy(text_encoder).to(torch.float16),
+        text_encoder=copy.deepcopy(text_encoder).to(torch.float32),
         tokenizer=tokenizer,
         unet=copy.deepcopy(unet).to(torch.float16),
         scheduler=build_sampling_scheduler(training_scheduler),
@@ -101,6 +107,7 @@ def export_pipeline(
         write_training_facts(staging, facts)
         if folder.exists():
             shutil.rmtree(folder)
+        staging.chmod(0o755)
         staging.rename(folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -19,10 +19,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", default="bob/toyworld/prior", help="pipeline folder to write (the shipped one by default)")
     parser.add_argument("--skip-vae", action="store_true", help="reuse the VAE stage A wrote earlier")
+    parser.add_argument("--vae-rounds", type=int, default=2, help="rounds of stage A, each continuing the last")
     args = parser.parse_args(argv)
-    if not args.skip_vae:
-        cli_main(["fit", "-c", str(CONFIGS / "prior_vae.yaml")])
-    cli_main(["fit", "-c", str(CONFIGS / "prior.yaml"), f"--model.init_args.output_dir={args.output}"])
+    rounds = [f"runs/toyworld/prior_vae/round{i + 1}" for i in range(args.vae_rounds)]
+    for i, folder in enumerate([] if args.skip_vae else rounds):
+        init = [f"--model.init_args.init_from={rounds[i - 1]}"] if i else []
+        cli_main(["fit", "-c", str(CONFIGS / "prior_vae.yaml"), f"--model.init_args.output_dir={folder}", *init])
+    vae = rounds[-1]
+    cli_main([
+        "fit", "-c", str(CONFIGS / "prior.yaml"), f"--model.init_args.vae={vae}", f"--model.init_args.output_dir={args.output}",
+    ])
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ class ToyPriorPretraining(LightningModule):
         missing = [i for i, index in enumerate(indices.tolist()) if index not in self._latent_cache]
         if missing:
             encoded = self.vae.encode(images[missing] * 2.0 - 1.0).latent_dist.mean * self.vae.config.scaling_factor
-            for row, latent in zip(missing, encoded):
+            for row, latent in zip(missing, encoded, strict=False):
                 self._latent_cache[int(indices[row])] = latent.cpu()
         return torch.stack([self._latent_cache[int(i)] for i in indices]).to(images.device)
 
@@ -128,7 +128,7 @@ class ToyPriorPretraining(LightningModule):
         # Warm-up of the decay: early EMA weights would otherwise stay near the random init.
         decay = min(self.hparams.ema_decay, (1 + self.global_step) / (10 + self.global_step))
         for ema, live in ((self.ema_unet, self.unet), (self.ema_text_encoder, self.text_encoder)):
-            for e, p in zip(ema.parameters(), live.parameters()):
+            for e, p in zip(ema.parameters(), live.parameters(), strict=False):
                 e.lerp_(p.detach(), 1.0 - decay)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

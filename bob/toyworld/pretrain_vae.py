@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
-from bob.toyworld.model_card import write_training_facts
+from bob.toyworld.model_card import read_training_facts, write_training_facts
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ class ToyVAEPretraining(LightningModule):
         kl_weight: weight of the KL term; tiny, as in latent diffusion, to keep latents sharp.
         image_size: side of the training images.
         save_every_n_steps: also save the VAE this often, so a run stopped early leaves one.
+        init_from: a VAE folder of the same architecture to continue training from (a second
+            round with a fresh learning-rate schedule); None starts from random weights.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class ToyVAEPretraining(LightningModule):
         kl_weight: float = 1e-6,
         image_size: int = 64,
         save_every_n_steps: int = 200,
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -67,9 +70,17 @@ class ToyVAEPretraining(LightningModule):
         self.vae = None
         self._mse_average: float | None = None
         self._started = time.monotonic()
+        self._earlier: dict = {}
 
     def configure_model(self) -> None:
-        if self.vae is None:
+        if self.vae is not None:
+            return
+        if self.hparams.init_from is not None:
+            from diffusers import AutoencoderKL
+
+            self.vae = AutoencoderKL.from_pretrained(self.hparams.init_from, torch_dtype=torch.float32)
+            self._earlier = read_training_facts(self.hparams.init_from)
+        else:
             self.vae = build_vae(tuple(self.hparams.channels), self.hparams.image_size, self.hparams.latent_channels)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -127,10 +138,13 @@ class ToyVAEPretraining(LightningModule):
         self.vae.register_to_config(scaling_factor=factor)
         self.vae.save_pretrained(self.output_dir)
         write_training_facts(self.output_dir, {
-            "steps": int(self.global_step),
+            "steps": int(self.global_step) + self._earlier.get("steps", 0),
+            "rounds": self._earlier.get("rounds", 1) + (1 if self._earlier else 0),
             "batch_size": getattr(self.trainer.datamodule, "batch_size", None),
             "pool_size": getattr(self.trainer.datamodule, "pool_size", None),
-            "wall_time_minutes": round((time.monotonic() - self._started) / 60.0, 1),
+            "wall_time_minutes": round(
+                (time.monotonic() - self._started) / 60.0 + self._earlier.get("wall_time_minutes", 0.0), 1
+            ),
             "final_mse": None if self._mse_average is None else round(self._mse_average, 4),
             "scaling_factor": factor,
         })

@@ -49,7 +49,10 @@ def build_training_scheduler():
     """DDPM with a cosine schedule: at 16x16 latents the linear SD schedule leaves too little signal late."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon")
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+        clip_sample=False, steps_offset=1,
+    )
 
 
 def build_sampling_scheduler(training_scheduler):

@@ -41,7 +41,7 @@ def learn_merges(words: list[str]) -> list[tuple[str, str]]:
     while True:
         pairs: Counter[tuple[str, str]] = Counter()
         for symbols in segmented.values():
-            pairs.update(zip(symbols, symbols[1:]))
+            pairs.update(zip(symbols, symbols[1:], strict=False))
         if not pairs:
             return merges
         # Most frequent first, ties by the pair itself: deterministic on every machine.

@@ -88,6 +88,9 @@ class LoRAFineTuner(LightningModule):
             on k crops per image instead of a fresh crop every epoch.
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30%
             slower).
+        compile_unet: compile the UNet with ``torch.compile`` (in place, so checkpoints and the
+            exported adapter are unchanged). Faster steps on a GPU after a compilation of a
+            minute or more at the first step (and again at the first sample grid).
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class LoRAFineTuner(LightningModule):
         frozen_dtype: FrozenDtype = "auto",
         latent_cache_views: int | None = None,
         gradient_checkpointing: bool = False,
+        compile_unet: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -234,6 +238,8 @@ class LoRAFineTuner(LightningModule):
             parts.unet.enable_gradient_checkpointing()
             if hp.train_text_encoder:
                 parts.text_encoder.gradient_checkpointing_enable()
+        if hp.compile_unet:
+            parts.unet.compile()
         self.parts = parts
         self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
         trainable = sum(p.numel() for p in self.trainable_parameters())

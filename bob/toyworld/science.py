@@ -1,0 +1,116 @@
+"""`python -m bob.toyworld.science`: the three arms over several seeds, mean ± std, into one summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bob.toyworld.demo
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bob.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from bob.toyworld.demo import measure_and_report  # noqa: E402
+from bob.toyworld.oracle import ClassOracle  # noqa: E402
+from bob.toyworld.pipeline import ARMS, PipelineSettings, ToyWorldPipeline  # noqa: E402
+from bob.toyworld.report import ARM_TITLES, synthetic_records  # noqa: E402
+
+_DEPENDENCE_KEYS = ("home_rate", "nmi", "cramers_v")
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+
+
+def class_fidelity(pipeline: ToyWorldPipeline, oracle: ClassOracle, class_names: list[str]) -> dict[str, float]:
+    """Share of each synthetic set's images that the class oracle reads as their intended class."""
+    fidelity = {}
+    for arm in ("datadream", "bob"):
+        records = synthetic_records(pipeline.out / "synthetic" / arm, class_names)
+        images = []
+        for record in records:
+            with Image.open(record.path) as image:
+                images.append(image.convert("RGB"))
+        fidelity[arm] = float(np.mean(oracle.predict(images) == np.array([r.label for r in records])))
+    return fidelity
+
+
+def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float) -> str:
+    """Markdown: per arm, test accuracy mean ± std over seeds, and the dependence of its training set."""
+    seeds = sorted(runs)
+    lines = [
+        f"Seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds.",
+        "",
+        "| arm | test acc | test mean per-class acc | class fidelity of its synthetic set | home-background rate | NMI | Cramér's V |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm in ARMS:
+        acc = [runs[s]["classifier"][arm]["test/acc"] for s in seeds]
+        per_class = [runs[s]["classifier"][arm]["test/acc_per_class"] for s in seeds]
+        dependence = [
+            _mean_std([runs[s]["dependence"][arm][k] for s in seeds]) if arm != "real" else "–"
+            for k in _DEPENDENCE_KEYS
+        ]
+        fidelity = _mean_std([runs[s]["class_fidelity"][arm] for s in seeds]) if arm != "real" else "–"
+        lines.append(
+            f"| {ARM_TITLES[arm]} | {_mean_std(acc)} | {_mean_std(per_class)} | {fidelity} | " + " | ".join(dependence) + " |"
+        )
+    real = [runs[s]["dependence"]["real"]["home_rate"] for s in seeds]
+    lines += ["", f"Real training shots: home-background rate {_mean_std(real)} (the bias knob)."]
+    lines += [
+        f"Class fidelity: share of synthetic images a CNN trained on plentiful renders (accuracy "
+        f"{oracle_accuracy:.3f} on fresh renders) reads as their intended class."
+    ]
+    lines += ["", "Per seed (test acc real / DataDream / BOB):"]
+    for s in seeds:
+        c = runs[s]["classifier"]
+        lines.append(f"- seed {s}: " + " / ".join(f"{c[arm]['test/acc']:.3f}" for arm in ARMS))
+    return "\n".join(lines)
+
+
+def _class_names(pipeline: ToyWorldPipeline) -> list[str]:
+    return json.loads((pipeline.data_root / "manifest.json").read_text(encoding="utf-8"))["class_names"]
+
+
+def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
+    defaults = PipelineSettings()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="runs/science")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--bias", type=float, default=defaults.bias)
+    parser.add_argument("--images-per-class", type=int, default=defaults.images_per_class)
+    parser.add_argument("--lora-steps", type=int, default=defaults.lora_steps)
+    parser.add_argument("--classifier-epochs", type=int, default=defaults.classifier_epochs)
+    parser.add_argument("--prior", default=None)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    runs: dict[int, dict[str, Any]] = {}
+    oracle = ClassOracle()
+    for seed in args.seeds:
+        settings = PipelineSettings(
+            seed=seed, bias=args.bias, images_per_class=args.images_per_class, lora_steps=args.lora_steps,
+            classifier_epochs=args.classifier_epochs, prior=args.prior,
+        )
+        pipeline = ToyWorldPipeline(out / f"seed{seed}", settings)
+        summary = pipeline.run()
+        runs[seed] = {**summary, "dependence": measure_and_report(pipeline, summary)}
+        runs[seed]["class_fidelity"] = class_fidelity(pipeline, oracle, _class_names(pipeline))
+        atomic_write_json(out / "runs.json", runs)
+    text = summarize(runs, oracle.render_accuracy)
+    atomic_write_text(out / "summary.md", f"# BOB on the toy world, {len(runs)} seeds\n\n{text}\n")
+    print("\n" + text)
+    return runs
+
+
+if __name__ == "__main__":
+    main()

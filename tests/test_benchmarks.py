@@ -1,0 +1,119 @@
+"""The benchmark harness runs every stage at a minimal size and reports; no speed is asserted here."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from benchmarks import flops, gpu_check, memory, run
+from benchmarks.architectures import PAPER, TINY
+
+MINIMAL = ["--size", "tiny", "--device", "cpu", "--repeats", "1", "--steps", "2", "--generation-steps", "2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_logging():
+    """The harness quiets bob's, Lightning's and the HF libraries' logs for its own output; undo that."""
+    import diffusers
+    import transformers
+
+    loggers = [logging.getLogger(name) for name in ("bob", "lightning", "lightning.pytorch", "lightning.fabric")]
+    saved = [(logger.level, list(logger.handlers), logger.propagate) for logger in loggers]
+    verbosity = [library.utils.logging.get_verbosity() for library in (diffusers, transformers)]
+    yield
+    for logger, (level, handlers, propagate) in zip(loggers, saved, strict=True):
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+    for library, level in zip((diffusers, transformers), verbosity, strict=True):
+        library.utils.logging.set_verbosity(level)
+        library.utils.logging.enable_progress_bar()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+def test_every_stage_is_timed_against_its_reference_and_tabled(work):
+    result = run.main([*MINIMAL, "--no-memory", "--work", str(work), "--output", str(work / "out")])
+
+    assert set(result["stages"]) == {"lora", "generation", "classifier", "captioning"}
+    for stage, rows in result["stages"].items():
+        names = [row["name"] for row in rows]
+        assert names[0] == "reference" and "bob_same" in names, stage
+        assert rows[0]["vs_reference"] == 1.0
+        for row in rows:
+            assert len(row["runs"]) == 1 and row["runs"][0]["items"] > 0 and row["median"] > 0
+            assert row["vs_reference"] > 0 and row["vs_reference_cpu_time"] > 0
+    # On a CPU the classifier has no mixed precision to switch on, so "defaults" equals "same".
+    assert [r["name"] for r in result["stages"]["classifier"]] == ["reference", "bob_same"]
+    judged = {t["target"]: t["met"] for t in result["targets"]}
+    assert len(judged) == 4  # LoRA same + defaults, classifier same, generation (judged on GPUs only)
+    assert [met for target, met in judged.items() if target.startswith("generation")] == [None]
+    assert all(isinstance(met, bool) for target, met in judged.items() if not target.startswith("generation"))
+
+    saved = json.loads((work / "out" / "results.json").read_text())
+    assert saved["machine"]["versions"]["torch"] == torch.__version__.split("+")[0]
+    table = (work / "out" / "results.md").read_text()
+    for title in ("LoRA fine-tuning (samples/s)", "generation (images/s)", "classifier training", "captioning"):
+        assert title in table
+    assert "Command: `python" in table and "| target |" in table
+
+
+def test_memory_probe_measures_one_variant_in_a_fresh_process(work):
+    peak = memory.probe_in_subprocess([*MINIMAL, "--stages", "lora", "--work", str(work)], "lora:reference")
+    assert peak is not None and 1 < peak < 4096
+
+
+def test_gpu_check_runs_at_tiny_size_on_a_cpu(work):
+    result = gpu_check.main(
+        ["--size", "tiny", "--device", "cpu", "--repeats", "1", "--steps", "2", "--generation-steps", "2",
+         "--generation-batch", "4", "--reference-images", "2", "--work", str(work / "gpu"), "--output", str(work / "gpu_out")]
+    )
+    lora = {row["name"]: row for row in result["stages"]["lora"]}
+    assert set(lora) == {"reference", "bob_same", "bob_default"}
+    assert lora["bob_default"]["tflop_per_item"] < lora["reference"]["tflop_per_item"]  # the VAE is cached
+    generation = {row["name"]: row for row in result["stages"]["generation"]}
+    assert set(generation) == {"reference", "plain_batched", "bob_default"}
+    for row in [*lora.values(), *generation.values()]:
+        assert row["mfu_data_sheet"] is None and 0 < row["mfu_measured_matmul"]
+    assert result["attention_processor"] == "AttnProcessor2_0"
+    assert "MFU (data sheet)" in (work / "gpu_out" / "gpu_check.md").read_text()
+
+
+def test_paper_architectures_have_the_published_parameter_counts():
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**PAPER.unet)
+        vae = AutoencoderKL(**PAPER.vae)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=PAPER.text_vocab_size, **PAPER.text_encoder))
+    counts = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, text)]
+    assert counts == [865_910_724, 83_653_863, 340_387_840]  # stabilityai/stable-diffusion-2-1-base
+
+
+def test_flops_of_a_lora_step_and_an_image_at_paper_size():
+    step = flops.lora_step_flops(PAPER, batch=1)
+    # UNet forward ~0.8 TFLOP at 64x64 latents; backward about as much again (no weight gradients
+    # for frozen layers); the VAE encoder at 512 px is over a third of an uncached step.
+    assert 1.5e12 < step["cached"] < 2.2e12 and 0.3 < 1 - step["cached"] / step["full"] < 0.45
+    image = flops.generation_flops(PAPER, steps=50, guidance=2.0)
+    assert 70e12 < image < 95e12
+    assert flops.generation_flops(TINY, steps=10, guidance=1.0) < flops.generation_flops(TINY, steps=10, guidance=2.0)
+    assert flops.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert flops.bf16_peak_tflops("NVIDIA L40S") == 362.1 and flops.bf16_peak_tflops("NVIDIA L4") == 121.0
+    assert flops.bf16_peak_tflops("Some Future GPU") is None
+
+
+def test_compile_unet_compiles_in_place_and_keeps_parameter_names(tiny_sd_path):
+    from bob.modules import LoRAFineTuner
+
+    plain = LoRAFineTuner(str(tiny_sd_path), prompt_mode="class", prompt_names=["a"], image_size=64)
+    compiled = LoRAFineTuner(str(tiny_sd_path), prompt_mode="class", prompt_names=["a"], image_size=64, compile_unet=True)
+    for module in (plain, compiled):
+        module.configure_model()
+    assert compiled.unet._compiled_call_impl is not None and plain.unet._compiled_call_impl is None
+    assert [n for n, _ in compiled.named_parameters()] == [n for n, _ in plain.named_parameters()]

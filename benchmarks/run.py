@@ -96,7 +96,10 @@ def prepare(args: argparse.Namespace) -> tuple[Settings, World, Path]:
     quiet_logs()
     work = args.work or Path(tempfile.gettempdir()) / f"bob-benchmarks-{args.size}"
     stages = args.stages.split(",")
-    world = build_world(work / "world", SIZES[args.size], with_captioner="captioning" in stages, **SIZE_WORLD[args.size])
+    world = build_world(
+        work / "world", SIZES[args.size], with_diffusion=bool({"lora", "generation"} & set(stages)),
+        with_captioner="captioning" in stages, **SIZE_WORLD[args.size],
+    )
     return make_settings(args, device), world, work
 
 

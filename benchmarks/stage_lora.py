@@ -32,14 +32,11 @@ class PromptedImages(Dataset):
         from torchvision import transforms
 
         self.items = world.train
+        self.tokenizer = tokenizer
         size = world.size.image_size
         self.transform = transforms.Compose(
             [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])]
         )
-        self.input_ids = tokenizer(
-            [item.prompt for item in self.items], padding="max_length", max_length=tokenizer.model_max_length,
-            truncation=True, return_tensors="pt",
-        ).input_ids
 
     def __len__(self) -> int:
         return len(self.items)
@@ -47,9 +44,14 @@ class PromptedImages(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         from PIL import Image
 
-        with Image.open(self.items[index].path) as image:
+        item = self.items[index]
+        with Image.open(item.path) as image:
             pixels = self.transform(image.convert("RGB"))
-        return {"pixel_values": pixels, "input_ids": self.input_ids[index]}
+        input_ids = self.tokenizer(
+            item.prompt, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids[0]
+        return {"pixel_values": pixels, "input_ids": input_ids}
 
 
 def reference(world: World, settings: Settings) -> Run:

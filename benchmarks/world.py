@@ -50,9 +50,9 @@ class World:
         split_file: the saved few-shot split.
         caption_bank: caption bank folder of the training shots.
         synthetic: a finished synthetic set (classifier input).
-        stable_diffusion: diffusers folder of the random-weight SD model.
-        lora: folder with a random, non-zero ``pytorch_lora_weights.safetensors``.
-        captioner: transformers folder of the random-weight Qwen2.5-VL.
+        stable_diffusion: diffusers folder of the random-weight SD model (None when not needed).
+        lora: folder with a random, non-zero ``pytorch_lora_weights.safetensors`` (None likewise).
+        captioner: transformers folder of the random-weight Qwen2.5-VL (None likewise).
         class_names: class names in label order.
         shots: training images per class.
         train: the training shots with their prompts (context template, as stage 2 builds them).
@@ -65,8 +65,8 @@ class World:
     split_file: Path
     caption_bank: Path
     synthetic: Path
-    stable_diffusion: Path
-    lora: Path
+    stable_diffusion: Path | None
+    lora: Path | None
     captioner: Path | None
     class_names: list[str]
     shots: int
@@ -136,9 +136,10 @@ def write_random_lora(stable_diffusion: Path, folder: Path, rank: int = 16, seed
 
 def build_world(
     root: str | Path, size: Architectures, classes: int = 4, shots: int = 4, synthetic_per_class: int = 8,
-    generate_per_class: int = 4, photo_size: tuple[int, int] | None = None, with_captioner: bool = True,
+    generate_per_class: int = 4, photo_size: tuple[int, int] | None = None, with_diffusion: bool = True,
+    with_captioner: bool = True,
 ) -> World:
-    """Write (or reuse) the dataset, split, caption bank, synthetic set and models under ``root``."""
+    """Write (or reuse) the dataset, split, caption bank, synthetic set and the models asked for under ``root``."""
     root = Path(root)
     names = [f"variant-{i:02d}" for i in range(classes)]
     width, height = photo_size or (size.image_size * 3 // 2, size.image_size * 9 // 8)
@@ -169,7 +170,7 @@ def build_world(
         shots=shots, split_file=str(split_file), val_per_class=1,
     )
     prompts = [(item.prompt, item.seed) for item in planner.plan.items]
-    stable_diffusion = save_stable_diffusion(root / "stable_diffusion", size)
+    stable_diffusion = save_stable_diffusion(root / "stable_diffusion", size) if with_diffusion else None
     return World(
         root=root,
         size=size,
@@ -178,7 +179,7 @@ def build_world(
         caption_bank=bank,
         synthetic=synthetic,
         stable_diffusion=stable_diffusion,
-        lora=write_random_lora(stable_diffusion, root / "lora"),
+        lora=write_random_lora(stable_diffusion, root / "lora") if stable_diffusion else None,
         captioner=save_captioner(root / "captioner", size) if with_captioner else None,
         class_names=names,
         shots=shots,

@@ -13,10 +13,8 @@ from bob.data.images import load_rgb
 from bob.data.records import ImageRecord
 
 #: PIL -> uint8 tensor before user transforms (RandAugment and friends want uint8),
-#: float in [0, 1] after them; normalisation belongs to the model. A plain tensor, not a
-#: `tv_tensors.Image`: v2 transforms treat it as the image all the same (same output) and
-#: skip the subclass dispatch that made augmentation ~10% slower.
-TO_UINT8 = v2.PILToTensor()
+#: float in [0, 1] after them; normalisation belongs to the model.
+TO_UINT8 = v2.ToImage()
 TO_FLOAT = v2.ToDtype(torch.float32, scale=True)
 
 

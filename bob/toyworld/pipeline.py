@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,11 @@ def package_root() -> Path:
 def default_prior() -> Path:
     """The shipped toy prior (a diffusers pipeline folder inside the package)."""
     return package_root() / "toyworld" / "prior"
+
+
+def default_backbone() -> Path:
+    """The shipped classifier backbone weights, pretrained on the broad world."""
+    return package_root() / "toyworld" / "backbone" / "model.safetensors"
 
 
 def default_configs() -> Path:
@@ -111,7 +117,12 @@ class ToyWorldPipeline:
     def _run(self, stage: str, subcommand: str, config: str, overrides: list[str]) -> Any:
         log.warning("toy world [%s]: %s", self.out.name, stage)
         started = time.monotonic()
-        cli = cli_main([subcommand, "-c", str(self.configs / config), *self._common(stage), *overrides])
+        # The demo's own flags are in sys.argv; LightningCLI would take them for the stage's.
+        argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            cli = cli_main([subcommand, "-c", str(self.configs / config), *self._common(stage), *overrides])
+        finally:
+            sys.argv = argv
         self.timings[stage] = round(time.monotonic() - started, 1)
         return cli
 
@@ -163,6 +174,8 @@ class ToyWorldPipeline:
             f"--data.init_args.batch_size={s.classifier_batch_size}",
             f"--trainer.max_epochs={s.classifier_epochs}",
             f"--trainer.callbacks.init_args.dirpath={folder}",
+            "--model.init_args.backbone.init_args.model_kwargs="
+            + json.dumps({"pretrained_cfg_overlay": {"file": str(default_backbone())}}),
         ])
         metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
         best = cli.trainer.checkpoint_callback.best_model_score

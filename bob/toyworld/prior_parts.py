@@ -56,7 +56,13 @@ def build_training_scheduler():
 
 
 def build_sampling_scheduler(training_scheduler):
-    """The scheduler shipped with the pipeline: DPM-Solver++, good in 20 steps, same noise schedule."""
+    """The scheduler shipped with the pipeline: DPM-Solver++, good in 20 steps, same noise schedule.
+
+    ``leading`` spacing starts sampling near t = 950 (signal share 0.6%, like Stable Diffusion's
+    last step), not at t = 999: there the cosine schedule leaves a signal of 2e-9, and the
+    first step's estimate of the clean latent divides by it; measured, the latents blew up to a
+    standard deviation of 1700 and every image was noise.
+    """
     from diffusers import DPMSolverMultistepScheduler
 
-    return DPMSolverMultistepScheduler.from_config(training_scheduler.config)
+    return DPMSolverMultistepScheduler.from_config(training_scheduler.config, timestep_spacing="leading")

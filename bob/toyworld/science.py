@@ -45,7 +45,33 @@ def class_fidelity(pipeline: ToyWorldPipeline, oracle: ClassOracle, class_names:
     return fidelity
 
 
-def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float) -> str:
+def vae_round_trip_fidelity(prior: str, oracle: ClassOracle, per_class: int = 20, seed: int = 4242) -> float:
+    """Class fidelity of fresh renders after the prior's VAE encodes and decodes them: the most
+    any generator on this prior can reach."""
+    import random
+
+    import torch
+    from diffusers import AutoencoderKL
+
+    from bob.toyworld.contexts import BACKGROUNDS, POSES
+    from bob.toyworld.render import Scene, render
+    from bob.toyworld.variants import FEWSHOT_VARIANTS
+
+    rng = random.Random(seed)
+    vae = AutoencoderKL.from_pretrained(prior, subfolder="vae", torch_dtype=torch.float32).eval()
+    scenes = [
+        Scene(FEWSHOT_VARIANTS[c], rng.randrange(len(BACKGROUNDS)), rng.randrange(len(POSES)), rng.randrange(2**31))
+        for c in range(len(FEWSHOT_VARIANTS)) for _ in range(per_class)
+    ]
+    pixels = torch.from_numpy(np.stack([np.asarray(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 127.5 - 1
+    with torch.no_grad():
+        decoded = torch.cat([vae.decode(vae.encode(x).latent_dist.mean).sample for x in pixels.split(64)])
+    images = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    labels = np.array([FEWSHOT_VARIANTS.index(s.variant) for s in scenes])
+    return float(np.mean(oracle.predict(images) == labels))
+
+
+def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: float) -> str:
     """Markdown: per arm, test accuracy mean ± std over seeds, and the dependence of its training set."""
     seeds = sorted(runs)
     lines = [
@@ -69,7 +95,8 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float) -> str:
     lines += ["", f"Real training shots: home-background rate {_mean_std(real)} (the bias knob)."]
     lines += [
         f"Class fidelity: share of synthetic images a CNN trained on plentiful renders (accuracy "
-        f"{oracle_accuracy:.3f} on fresh renders) reads as their intended class."
+        f"{oracle_accuracy:.3f} on fresh renders, {ceiling:.3f} on renders after a round trip through the "
+        "prior's VAE, the most a generator on this prior can reach) reads as their intended class."
     ]
     lines += ["", "Per seed (test acc real / DataDream / BOB):"]
     for s in seeds:
@@ -106,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
         runs[seed] = {**summary, "dependence": measure_and_report(pipeline, summary)}
         runs[seed]["class_fidelity"] = class_fidelity(pipeline, oracle, _class_names(pipeline))
         atomic_write_json(out / "runs.json", runs)
-    text = summarize(runs, oracle.render_accuracy)
+    prior = runs[args.seeds[0]]["prior"]
+    text = summarize(runs, oracle.render_accuracy, vae_round_trip_fidelity(prior, oracle))
     atomic_write_text(out / "summary.md", f"# BOB on the toy world, {len(runs)} seeds\n\n{text}\n")
     print("\n" + text)
     return runs

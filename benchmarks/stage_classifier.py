@@ -14,27 +14,11 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks.common import Settings, dataset_section, run_stage, trainer_section
 from benchmarks.timing import Clock, Run
 from benchmarks.world import World
+from bob.datamodules.real_synthetic import paper_train_transform
 
 REAL_REPEATS = 2
 REAL_WEIGHT = 0.8
 WARMUP = 2
-
-
-def paper_augmentation(size: int) -> Any:
-    """PAPER.md's training augmentation, on uint8 tensors, written out as a user of torchvision would."""
-    from torchvision.transforms import v2
-
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(size, scale=(0.25, 1.0), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandAugment(),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(kernel_size=23, sigma=(0.1, 2.0))], p=0.2),
-            v2.RandomSolarize(threshold=128.0, p=0.2),
-        ]
-    )
 
 
 class LabelledImages(Dataset):
@@ -42,7 +26,8 @@ class LabelledImages(Dataset):
 
     def __init__(self, items: list[tuple[Path, int, bool]], size: int):
         self.items = items
-        self.transform = paper_augmentation(size)
+        # The reference augments exactly as bob does: the comparison is about the loop, not the data.
+        self.transform = paper_train_transform(size)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import string
+import tempfile
 from pathlib import Path
 
 import torch

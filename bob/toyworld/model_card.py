@@ -53,11 +53,11 @@ variant's model code, the background and the pose, in the prompt forms of bob's 
 empty for classifier-free guidance. No few-shot class name appears in any caption.
 
 ## Model
-- UNet: {_count(parts['unet'])} parameters, latents 16x16x4, cross-attention at 8x8 and 4x4.
+- UNet: {_count(parts['unet'])} parameters, latents 16x16x{parts['vae'].config.latent_channels}, cross-attention at 8x8 and 4x4.
 - Text encoder: {_count(parts['text_encoder'])} parameters; word-level BPE vocabulary of
   {len(parts['tokenizer'])} tokens learned from the world's caption words (any new model code splits
   into known letters and digits).
-- VAE: {_count(parts['vae'])} parameters, 64x64x3 <-> 16x16x4; {vae_line}.
+- VAE: {_count(parts['vae'])} parameters, 64x64x3 <-> 16x16x{parts['vae'].config.latent_channels}; {vae_line}.
 - EMA of the training weights; UNet and VAE stored in fp16, text encoder in fp32; all load as fp32
   by default.
 

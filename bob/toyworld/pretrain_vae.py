@@ -1,4 +1,4 @@
-"""Stage A of the toy prior: an `AutoencoderKL` that maps 64x64 images to 16x16x4 latents."""
+"""Stage A of the toy prior: an `AutoencoderKL` that maps 64x64 images to 16x16 latents."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bob.data.errors import BobInputError
-from bob.metrics import CLIPImageFeatures, DINOv2Features, InceptionFeatures, VAELatentFeatures
+from bob.metrics import CLIPImageFeatures, DINOv2Features, InceptionFeatures, TimmFeatures, VAELatentFeatures
 
 
 def save_tiny_dinov2(folder: Path) -> Path:
@@ -72,6 +72,30 @@ def test_vae_latent_features_from_a_pipeline_folder(tmp_path):
     assert not torch.allclose(features[0], features[1])
     with pytest.raises(BobInputError, match="no vae/config.json"):
         VAELatentFeatures(model=str(tmp_path)).load()
+
+
+def test_timm_features_from_a_weights_file(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    network = timm.create_model("test_resnet", pretrained=False, num_classes=0).eval()
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    extractor = TimmFeatures("test_resnet", weights_file=str(tmp_path / "w.safetensors"), input_size=32)
+    extractor.load()
+    images = torch.rand(3, 3, 40, 40)
+    features = extractor(images)
+    mean = torch.tensor(network.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(network.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = network((torch.nn.functional.interpolate(images, size=32, mode="bicubic", antialias=True).clamp(0, 1) - mean) / std)
+    assert features.shape == (3, network.num_features)
+    assert torch.allclose(features, expected, atol=1e-5)  # the file's weights, normalised input, pooled
+    assert extractor.identity()["weights"].startswith("file:")
+    with pytest.raises(BobInputError, match="does not exist"):
+        TimmFeatures("test_resnet", weights_file=str(tmp_path / "missing.safetensors")).load()
+    with pytest.raises(BobInputError, match="timm has no model"):
+        TimmFeatures("test_resnett")
 
 
 def test_uncached_hub_id_fails_clearly_offline(monkeypatch):

@@ -39,6 +39,15 @@ def test_toy_world_runs_every_stage_and_reports(tmp_path):
         # BOB prompts carry a context; DataDream's name the class only.
         assert all(("background" in p) == (arm == "bob") for p in prompts)
 
+    # Quality stage: both sets measured against the same real test images, BOB beside DataDream.
+    reports = {arm: json.loads((out / "synthetic" / arm / "quality-timm.json").read_text()) for arm in ("datadream", "bob")}
+    assert reports["datadream"]["real"] == reports["bob"]["real"] and reports["bob"]["real"]["part"] == "test"
+    assert [row["num_synthetic"] for row in reports["bob"]["classes"]] == [2] * 4
+    assert reports["bob"]["comparisons"]["datadream"]["fid_compared"] == 4
+    assert reports["bob"]["context"]["detected_synthetic"]["num_images"] == 8
+    assert summary["quality"]["bob"]["fid_lower_than_datadream"].endswith("/4")
+    assert summary["quality"]["datadream"]["fid_mean"] > 0
+
     assert set(summary["classifier"]) == set(ARMS)
     for metrics in summary["classifier"].values():
         assert 0.0 <= metrics["test/acc"] <= 1.0
@@ -48,6 +57,7 @@ def test_toy_world_runs_every_stage_and_reports(tmp_path):
     assert dependence["real"]["home_rate"] == pytest.approx(0.8)
     report = (out / "report.md").read_text()
     assert "| real only |" in report and "| BOB" in report
-    for name in ("real", "datadream", "bob"):
+    assert "## Synthetic sets against the real test images" in report
+    for name in ("real", "datadream", "bob", "comparison"):
         assert (out / f"grid_{name}.png").stat().st_size > 0
         assert f"grid_{name}.png" in report

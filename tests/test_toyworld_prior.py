@@ -15,7 +15,11 @@ def test_pretraining_stages_export_a_loadable_pipeline(tmp_path):
 
     configs = default_configs()
     vae_dir, prior_dir = tmp_path / "vae", tmp_path / "prior"
-    tiny_data = ["--data.init_args.pool_size=16", "--data.init_args.batch_size=4", "--trainer.logger=false"]
+    # default_root_dir: with no logger, the saved config.yaml would land in the working directory.
+    tiny_data = [
+        "--data.init_args.pool_size=16", "--data.init_args.batch_size=4", "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     main([
         "fit", "-c", str(configs / "prior_vae.yaml"), "--trainer.max_steps=2", *tiny_data,
         f"--model.init_args.output_dir={vae_dir}", "--model.init_args.channels=[8,16,16]",

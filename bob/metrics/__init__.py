@@ -6,6 +6,7 @@ from bob.metrics.extractors import (
     DINOv2Features,
     FeatureExtractor,
     InceptionFeatures,
+    TimmFeatures,
     VAELatentFeatures,
 )
 from bob.metrics.quality_report import context_dependence
@@ -15,6 +16,7 @@ __all__ = [
     "DINOv2Features",
     "FeatureExtractor",
     "InceptionFeatures",
+    "TimmFeatures",
     "VAELatentFeatures",
     "context_dependence",
     "frechet_distance",

@@ -1,4 +1,4 @@
-"""Feature extractors for FID, KID and diversity: FID Inception-v3, CLIP image tower, DINOv2, VAE latents."""
+"""Feature extractors for FID, KID and diversity: FID Inception-v3, CLIP image tower, DINOv2, timm models, VAE latents."""
 
 from __future__ import annotations
 
@@ -291,3 +291,59 @@ class VAELatentFeatures(FeatureExtractor):
             images = resize(images, self.input_size)
         latents = self.network.encode(images * 2.0 - 1.0).latent_dist.mean
         return nn.functional.adaptive_avg_pool2d(latents, self.grid)
+
+
+class TimmFeatures(FeatureExtractor):
+    """Pooled pre-logits features of any timm image model, with weights from the hub or a file.
+
+    For a domain whose own recognition network beats ImageNet's (or where no hub is reachable):
+    the toy world measures its sets with its shipped broad-world backbone, the way FID measures
+    photos with an ImageNet-trained Inception. Numbers are comparable only with runs on the same
+    weights.
+
+    Args:
+        model_name: a timm model name, optionally with a weights tag (``resnet50.tv2_in1k``).
+        weights_file: a ``.safetensors`` / ``.pth`` file of the model's weights (without head);
+            null takes timm's pretrained weights from the Hugging Face hub cache.
+        input_size: side images are resized to before the network; null keeps the data's size.
+    """
+
+    short_name = "timm"
+
+    def __init__(self, model_name: str, weights_file: str | None = None, input_size: int | None = None):
+        super().__init__()
+        from bob.modules.classifier.timm_backbone import check_timm_name
+
+        check_timm_name(model_name, pretrained=weights_file is None)
+        self.model_name = model_name
+        self.weights_file = weights_file
+        self.input_size = input_size
+
+    def load(self) -> None:
+        import timm
+
+        kwargs: dict[str, Any] = {}
+        if self.weights_file is not None:
+            path = Path(self.weights_file).expanduser()
+            if not path.is_file():
+                raise BobInputError(f"timm weights file {path} does not exist (extractor.init_args.weights_file)")
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        else:
+            pretrained_cfg = timm.models.get_pretrained_cfg(self.model_name)
+            if pretrained_cfg is not None and pretrained_cfg.hf_hub_id:
+                check_model_available(pretrained_cfg.hf_hub_id, "model.safetensors")
+        # num_classes=0: timm returns the pooled features in place of logits.
+        self.network = timm.create_model(self.model_name, pretrained=True, num_classes=0, **kwargs).eval().requires_grad_(False)
+        config = self.network.pretrained_cfg
+        self.mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(config["std"]).view(1, 3, 1, 1)
+        self.loaded = True
+
+    def identity(self) -> dict[str, Any]:
+        weights = f"file:{files_fingerprint(Path(self.weights_file).expanduser())}" if self.weights_file else "timm-pretrained"
+        return {"extractor": type(self).__name__, "model": self.model_name, "weights": weights, "input_size": self.input_size}
+
+    def extract(self, images: Tensor) -> Tensor:
+        if self.input_size is not None:
+            images = resize(images, self.input_size)
+        return self.network((images - self.mean.to(images.device)) / self.std.to(images.device))

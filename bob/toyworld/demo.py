@@ -23,6 +23,7 @@ from bob.toyworld.pipeline import PipelineSettings, ToyWorldPipeline  # noqa: E4
 from bob.toyworld.report import (  # noqa: E402
     dependence_table,
     measure_records,
+    quality_table,
     results_table,
     synthetic_records,
     write_grids,
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     minutes = (time.monotonic() - started) / 60
     print("\n" + results_table(summary["classifier"], {k: v for k, v in dependence.items() if k in ("datadream", "bob")}))
     print("\n" + dependence_table(dependence))
+    print("\n" + quality_table(summary["quality"]))
     print(f"\nreport: {Path(args.out) / 'report.md'}   ({minutes:.1f} min)")
     return {**summary, "dependence": dependence}
 

@@ -24,5 +24,19 @@ def class_grid(rows: Sequence[tuple[str, Sequence[Path]]], tile: int = 64, colum
     return grid
 
 
+def side_by_side(panels: Sequence[tuple[str, Image.Image]], gap: int = 8) -> Image.Image:
+    """Grids next to each other, each titled, e.g. real | DataDream | BOB for the same classes."""
+    height = max(p.height for _, p in panels) + 16
+    width = sum(p.width for _, p in panels) + gap * (len(panels) - 1)
+    figure = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(figure)
+    x = 0
+    for title, panel in panels:
+        draw.text((x + _LABEL_WIDTH, 2), title, fill=(0, 0, 0))
+        figure.paste(panel, (x, 16))
+        x += panel.width + gap
+    return figure
+
+
 def save_grid(image: Image.Image, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

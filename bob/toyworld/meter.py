@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
+from torch import Tensor
 
 from bob.toyworld.contexts import BACKGROUNDS, POSES
 from bob.toyworld.render import Scene, render
@@ -45,6 +46,8 @@ class ContextMeter:
     """
 
     def __init__(self, renders_per_background: int = 60, seed: int = 12345):
+        self.renders_per_background = renders_per_background
+        self.seed = seed
         rng = random.Random(f"context-meter|{seed}")
         variants = list(broad_variants()) + list(FEWSHOT_VARIANTS)
         features, labels = [], []
@@ -66,6 +69,15 @@ class ContextMeter:
         offsets = features[:, None, :] - self.centroids[None]
         distances = np.einsum("nbi,ij,nbj->nb", offsets, self.precision, offsets)
         return distances.argmin(axis=1)
+
+    def __call__(self, image: Tensor) -> str:
+        """Background name of one float CHW image in [0, 1]: the context reader of `SyntheticQuality`."""
+        pixels = (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        return BACKGROUNDS[int(self.predict([pixels])[0])].name
+
+    def __repr__(self) -> str:
+        # Names the fit in the quality module's real-feature cache key.
+        return f"ContextMeter(renders_per_background={self.renders_per_background}, seed={self.seed})"
 
     def predict_names(self, images: Iterable[Image.Image | np.ndarray]) -> list[str]:
         return [BACKGROUNDS[i].name for i in self.predict(images)]

@@ -19,6 +19,8 @@ from bob.toyworld.dataset import SPLIT_FILE, write_dataset
 log = logging.getLogger(__name__)
 
 ARMS = ("real", "datadream", "bob")
+#: overall numbers of a synthetic set's quality report kept in the run's summary.
+QUALITY_KEYS = ("fid_mean", "fid_median", "fid_pooled", "kid_mean", "diversity_synthetic_mean", "diversity_real_mean")
 #: the arm whose LoRA and synthetic set each generative arm uses (stage 2 and 3 configs).
 _STAGE_CONFIGS = {"datadream": ("t2i_datadream.yaml", "generate_datadream.yaml"), "bob": ("t2i.yaml", "generate.yaml")}
 
@@ -69,9 +71,9 @@ class PipelineSettings:
     bias: float = 0.8
     val_per_class: int = 10
     test_per_class: int = 30
-    lora_steps: int = 400
+    lora_steps: int = 300
     lora_batch_size: int = 16
-    images_per_class: int = 50
+    images_per_class: int = 30
     generation_steps: int = 20
     classifier_epochs: int = 12
     classifier_batch_size: int = 64
@@ -162,6 +164,24 @@ class ToyWorldPipeline:
             overrides.append(f"--data.init_args.caption_bank={self.out / 'captions'}")
         self._run(f"generate_{arm}", "predict", _STAGE_CONFIGS[arm][1], overrides)
 
+    def quality(self, arm: str) -> dict[str, Any]:
+        """FID/KID/diversity of the arm's synthetic set against the real test images; BOB's
+        report also counts the classes where it is closer to real than DataDream's."""
+        folder = self.out / "synthetic" / arm
+        overrides = [
+            f"--data.init_args.synthetic={folder}",
+            f"--model.init_args.extractor.init_args.weights_file={default_backbone()}",
+            f"--model.init_args.feature_cache={self.out / 'quality_cache'}",
+        ]
+        if arm == "bob":
+            overrides.append("--model.init_args.compare_with=" + json.dumps({"datadream": str(self.out / "synthetic" / "datadream")}))
+        cli = self._run(f"quality_{arm}", "test", "quality.yaml", overrides)
+        report = json.loads((folder / f"{cli.model.report_name}.json").read_text(encoding="utf-8"))
+        summary = {key: report["overall"].get(key) for key in QUALITY_KEYS}
+        for name, compared in report["comparisons"].items():
+            summary[f"fid_lower_than_{name}"] = f"{compared['fid_lower_in']}/{compared['fid_compared']}"
+        return summary
+
     def classifier(self, arm: str) -> dict[str, float]:
         s = self.settings
         synthetic = "null" if arm == "real" else str(self.out / "synthetic" / arm)
@@ -190,7 +210,11 @@ class ToyWorldPipeline:
         for arm in ("datadream", "bob"):
             self.lora(arm)
             self.generate(arm)
+        quality = {arm: self.quality(arm) for arm in ("datadream", "bob")}
         results = {arm: self.classifier(arm) for arm in ARMS}
-        summary = {"settings": asdict(self.settings), "prior": self.prior, "classifier": results, "timings": self.timings}
+        summary = {
+            "settings": asdict(self.settings), "prior": self.prior, "classifier": results, "quality": quality,
+            "timings": self.timings,
+        }
         atomic_write_json(self.out / "results.json", summary)
         return summary

@@ -42,9 +42,8 @@ class ToyVAEPretraining(LightningModule):
     Args:
         output_dir: where the diffusers ``AutoencoderKL`` folder is written (at the end of fit).
         channels: block widths; ``len(channels) - 1`` halvings of the image side.
-        latent_channels: channels of the latent. 8 rather than Stable Diffusion's 4: at 16x16
-            a 4-channel latent reconstructed the painted parts poorly after 900 steps (MSE 0.06),
-            and the UNet's cost hardly depends on it.
+        latent_channels: channels of the latent. 8 rather than Stable Diffusion's 4, for more
+            room for the small painted parts at 16x16; the UNet's cost hardly depends on it.
         lr: AdamW learning rate (cosine-decayed to a tenth over the run).
         kl_weight: weight of the KL term; tiny, as in latent diffusion, to keep latents sharp.
         image_size: side of the training images.

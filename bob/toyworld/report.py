@@ -15,7 +15,7 @@ from bob.data.synthetic_set import load_synthetic_records
 from bob.toyworld.contexts import BACKGROUNDS
 from bob.toyworld.dataset import home_background
 from bob.toyworld.dependence import class_background_dependence
-from bob.toyworld.grids import class_grid, save_grid
+from bob.toyworld.grids import class_grid, save_grid, side_by_side
 from bob.toyworld.meter import ContextMeter
 
 ARM_TITLES = {"real": "real only", "datadream": "DataDream (class-only LoRA)", "bob": "BOB (context LoRA + marginal contexts)"}
@@ -50,6 +50,14 @@ def write_grids(out: Path, sets: dict[str, list[ImageRecord]], class_names: list
     paths = {}
     for name, records in sets.items():
         paths[name] = save_grid(class_grid(_by_class(records, class_names), columns=columns), out / f"grid_{name}.png")
+    # A compact comparison (every other class, four images each) for a README or a slide.
+    every_other = class_names[::2]
+    panels = [
+        (ARM_TITLES.get(name, name) if name != "real" else "real shots",
+         class_grid([row for row in _by_class(records, class_names) if row[0] in every_other], columns=4))
+        for name, records in sets.items()
+    ]
+    paths["comparison"] = save_grid(side_by_side(panels), out / "grid_comparison.png")
     return paths
 
 
@@ -57,37 +65,65 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _number(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def results_table(classifier: dict[str, dict[str, float]], dependence: dict[str, dict[str, float]]) -> str:
     """Markdown table: one row per arm, accuracy and the training set's class-background dependence."""
-    lines = [
-        "| arm | test acc % | test mean per-class acc % | best val acc % | synthetic home-background rate | synthetic NMI(class; background) | Cramér's V |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for arm, metrics in classifier.items():
         measured = dependence.get(arm, {})
-        lines.append(
-            f"| {ARM_TITLES.get(arm, arm)} | {_percent(metrics.get('test/acc'))} | "
-            f"{_percent(metrics.get('test/acc_per_class'))} | {_percent(metrics.get('val/acc_best'))} | "
-            f"{measured.get('home_rate', float('nan')):.2f} | {measured.get('nmi', float('nan')):.3f} | "
-            f"{measured.get('cramers_v', float('nan')):.2f} |"
-            if measured else
-            f"| {ARM_TITLES.get(arm, arm)} | {_percent(metrics.get('test/acc'))} | "
-            f"{_percent(metrics.get('test/acc_per_class'))} | {_percent(metrics.get('val/acc_best'))} | – | – | – |"
-        )
-    return "\n".join(lines)
+        rows.append([
+            ARM_TITLES.get(arm, arm), _percent(metrics.get("test/acc")), _percent(metrics.get("test/acc_per_class")),
+            _percent(metrics.get("val/acc_best")), _number(measured.get("home_rate"), 2),
+            _number(measured.get("nmi"), 3), _number(measured.get("cramers_v"), 2),
+        ])
+    return markdown_table(
+        ["arm", "test acc %", "test mean per-class acc %", "best val acc %", "synthetic home-background rate",
+         "synthetic NMI(class; background)", "Cramér's V"],
+        rows,
+    )
 
 
 def dependence_table(dependence: dict[str, dict[str, float]]) -> str:
-    lines = [
-        "| image set | images | home-background rate | NMI (if independent) | Cramér's V (if independent) | chi-square p |",
-        "|---|---|---|---|---|---|",
+    rows = [
+        [name, str(d["num_images"]), f"{d['home_rate']:.2f}", f"{d['nmi']:.3f} ({d['nmi_null']:.3f})",
+         f"{d['cramers_v']:.2f} ({d['cramers_v_null']:.2f})", f"{d['p_value']:.2g}"]
+        for name, d in dependence.items()
     ]
-    for name, d in dependence.items():
-        lines.append(
-            f"| {name} | {d['num_images']} | {d['home_rate']:.2f} | {d['nmi']:.3f} ({d['nmi_null']:.3f}) | "
-            f"{d['cramers_v']:.2f} ({d['cramers_v_null']:.2f}) | {d['p_value']:.2g} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        ["image set", "images", "home-background rate", "NMI (if independent)", "Cramér's V (if independent)", "chi-square p"],
+        rows,
+    )
+
+
+def quality_table(quality: dict[str, dict[str, Any]]) -> str:
+    """Markdown table: one row per synthetic set, its distance to the real test images."""
+    rows = [
+        [ARM_TITLES.get(arm, arm), _number(q["fid_mean"], 2), _number(q["fid_median"], 2), _number(q["fid_pooled"], 2),
+         _number(q["kid_mean"], 4), f"{_number(q['diversity_synthetic_mean'], 3)} ({_number(q['diversity_real_mean'], 3)})",
+         q.get("fid_lower_than_datadream", "–")]
+        for arm, q in quality.items()
+    ]
+    return markdown_table(
+        ["synthetic set", "per-class FID, mean ↓", "median ↓", "pooled FID ↓", "per-class KID, mean ↓",
+         "diversity (real: same classes)", "classes with lower FID than DataDream"],
+        rows,
+    )
+
+
+def shown_path(path: str | Path) -> str:
+    """A path relative to the working directory when it lies below it (reports travel)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def write_report(out: Path, summary: dict[str, Any], dependence: dict[str, dict[str, float]], grids: dict[str, Path]) -> Path:
@@ -99,7 +135,7 @@ def write_report(out: Path, summary: dict[str, Any], dependence: dict[str, dict[
 
 {settings['num_classes']} few-shot aircraft variants, {settings['shots']} real shots each; each class's
 shots are {settings['bias']:.0%} in its own "home" background, validation and test images are not
-(seed {settings['seed']}). Prior: `{summary['prior']}`.
+(seed {settings['seed']}). Prior: `{shown_path(summary['prior'])}`.
 
 ## Classifier (test accuracy at the best validation epoch)
 {results_table(summary['classifier'], {k: v for k, v in dependence.items() if k in ('datadream', 'bob')})}
@@ -110,6 +146,13 @@ independent of the class, the home-background rate is {chance:.2f} and NMI and C
 the values in brackets (their mean over shuffled class labels: a finite sample is never exactly 0).
 
 {dependence_table(dependence)}
+
+## Synthetic sets against the real test images
+Per-class FID and KID on the features of the shipped broad-world backbone
+(`configs/toyworld/quality.yaml`; full reports: `synthetic/<arm>/quality-timm.md`). Diversity is
+the mean pairwise cosine distance within a class.
+
+{quality_table(summary['quality'])}
 
 ## Samples (one row per class)
 {grid_lines}

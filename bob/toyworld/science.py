@@ -25,11 +25,12 @@ from bob.toyworld.report import ARM_TITLES, synthetic_records  # noqa: E402
 _DEPENDENCE_KEYS = ("home_rate", "nmi", "cramers_v")
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float | None], digits: int = 3) -> str:
+    values = [v for v in values if v is not None]
     if not values:
         return "–"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 def class_fidelity(pipeline: ToyWorldPipeline, oracle: ClassOracle, class_names: list[str]) -> dict[str, float]:
@@ -77,8 +78,8 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: 
     lines = [
         f"Seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds.",
         "",
-        "| arm | test acc | test mean per-class acc | class fidelity of its synthetic set | home-background rate | NMI | Cramér's V |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | test acc | test mean per-class acc | class fidelity of its synthetic set | per-class FID, mean | home-background rate | NMI | Cramér's V |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm in ARMS:
         acc = [runs[s]["classifier"][arm]["test/acc"] for s in seeds]
@@ -88,8 +89,9 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: 
             for k in _DEPENDENCE_KEYS
         ]
         fidelity = _mean_std([runs[s]["class_fidelity"][arm] for s in seeds]) if arm != "real" else "–"
+        fid = _mean_std([runs[s]["quality"][arm]["fid_mean"] for s in seeds], digits=2) if arm != "real" else "–"
         lines.append(
-            f"| {ARM_TITLES[arm]} | {_mean_std(acc)} | {_mean_std(per_class)} | {fidelity} | " + " | ".join(dependence) + " |"
+            f"| {ARM_TITLES[arm]} | {_mean_std(acc)} | {_mean_std(per_class)} | {fidelity} | {fid} | " + " | ".join(dependence) + " |"
         )
     real = [runs[s]["dependence"]["real"]["home_rate"] for s in seeds]
     lines += ["", f"Real training shots: home-background rate {_mean_std(real)} (the bias knob)."]
@@ -98,10 +100,13 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: 
         f"{oracle_accuracy:.3f} on fresh renders, {ceiling:.3f} on renders after a round trip through the "
         "prior's VAE, the most a generator on this prior can reach) reads as their intended class."
     ]
-    lines += ["", "Per seed (test acc real / DataDream / BOB):"]
+    lines += ["", "Per seed (test acc real / DataDream / BOB; classes where BOB's FID is lower than DataDream's):"]
     for s in seeds:
         c = runs[s]["classifier"]
-        lines.append(f"- seed {s}: " + " / ".join(f"{c[arm]['test/acc']:.3f}" for arm in ARMS))
+        lines.append(
+            f"- seed {s}: " + " / ".join(f"{c[arm]['test/acc']:.3f}" for arm in ARMS)
+            + f"; {runs[s]['quality']['bob'].get('fid_lower_than_datadream', '–')}"
+        )
     return "\n".join(lines)
 
 

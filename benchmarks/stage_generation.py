@@ -26,7 +26,7 @@ def reference(world: World, settings: Settings, out: Path, batch_size: int = 1) 
     from diffusers import StableDiffusionPipeline
 
     pipeline = StableDiffusionPipeline.from_pretrained(
-        world.stable_diffusion, torch_dtype=pipeline_dtype(settings), safety_checker=None, requires_safety_checker=False
+        world.stable_diffusion, dtype=pipeline_dtype(settings), safety_checker=None, requires_safety_checker=False
     )
     pipeline.load_lora_weights(str(world.lora))
     pipeline.to(settings.device)

@@ -77,7 +77,7 @@ class ToyVAEPretraining(LightningModule):
         if self.hparams.init_from is not None:
             from diffusers import AutoencoderKL
 
-            self.vae = AutoencoderKL.from_pretrained(self.hparams.init_from, torch_dtype=torch.float32)
+            self.vae = AutoencoderKL.from_pretrained(self.hparams.init_from, dtype=torch.float32)
             self._earlier = read_training_facts(self.hparams.init_from)
         else:
             self.vae = build_vae(tuple(self.hparams.channels), self.hparams.image_size, self.hparams.latent_channels)

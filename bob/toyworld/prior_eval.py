@@ -24,7 +24,7 @@ def background_following(prior: str, images_per_background: int = 8, steps: int 
     entropy of the backgrounds drawn for context-free prompts (3 bits = uniform over 8)."""
     from diffusers import StableDiffusionPipeline
 
-    pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, torch_dtype=torch.float32)
+    pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
     pipeline.set_progress_bar_config(disable=True)
     rng = random.Random(seed)
     families = sorted(set(FAMILY_OF_WING.values()))

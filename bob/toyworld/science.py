@@ -59,7 +59,7 @@ def vae_round_trip_fidelity(prior: str, oracle: ClassOracle, per_class: int = 20
     from bob.toyworld.variants import FEWSHOT_VARIANTS
 
     rng = random.Random(seed)
-    vae = AutoencoderKL.from_pretrained(prior, subfolder="vae", torch_dtype=torch.float32).eval()
+    vae = AutoencoderKL.from_pretrained(prior, subfolder="vae", dtype=torch.float32).eval()
     scenes = [
         Scene(FEWSHOT_VARIANTS[c], rng.randrange(len(BACKGROUNDS)), rng.randrange(len(POSES)), rng.randrange(2**31))
         for c in range(len(FEWSHOT_VARIANTS)) for _ in range(per_class)

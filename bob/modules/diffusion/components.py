@@ -44,7 +44,7 @@ def load_stable_diffusion(
     check_model_available(name_or_path, "model_index.json")
     common: dict[str, Any] = {"revision": revision}
     weights: dict[str, Any] = {**common, "variant": variant, "use_safetensors": True}
-    unet = UNet2DConditionModel.from_pretrained(name_or_path, subfolder="unet", torch_dtype=dtype, **weights)
+    unet = UNet2DConditionModel.from_pretrained(name_or_path, subfolder="unet", dtype=dtype, **weights)
     if unet.config.addition_embed_type is not None:
         raise BobInputError(
             f"{name_or_path} is an SD-XL-style model (its UNet expects {unet.config.addition_embed_type!r} "
@@ -57,7 +57,7 @@ def load_stable_diffusion(
             f"the tokenizer of {name_or_path} has {len(tokenizer)} tokens but its text encoder expects "
             f"{text_encoder.config.vocab_size}; the tokenizer files are incomplete, download the model again"
         )
-    vae = AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", torch_dtype=dtype, **weights)
+    vae = AutoencoderKL.from_pretrained(name_or_path, subfolder="vae", dtype=dtype, **weights)
     scheduler_config = DDPMScheduler.load_config(name_or_path, subfolder="scheduler", **common)
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     inference_class = getattr(diffusers, scheduler_config["_class_name"])

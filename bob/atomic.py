@@ -10,14 +10,29 @@ from pathlib import Path
 from typing import Any
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: setting and restoring the umask later could race with other threads.
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it into place.
+
+    The file gets the permissions of a plain ``open`` (0666 less the umask), not mkstemp's
+    owner-only 0600, so a team sharing a runs folder can read what a job wrote.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""`python -m bob.toyworld.prior_eval`: how well a toy prior follows the background its prompt asks for."""
+"""`python -m bob.toyworld.prior_eval`: how well a toy prior follows the background, and the model code, its prompt asks for."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from bob.toyworld.captions import DESCRIPTOR  # noqa: E402
 from bob.toyworld.contexts import BACKGROUNDS, POSES  # noqa: E402
 from bob.toyworld.meter import ContextMeter  # noqa: E402
 from bob.toyworld.pipeline import default_prior  # noqa: E402
-from bob.toyworld.variants import FAMILY_OF_WING  # noqa: E402
+from bob.toyworld.render import Scene, render  # noqa: E402
+from bob.toyworld.variants import FAMILY_OF_WING, broad_variants  # noqa: E402
 
 
 def background_following(prior: str, images_per_background: int = 8, steps: int = 20, guidance: float = 3.0, seed: int = 0) -> dict:
@@ -49,12 +50,69 @@ def background_following(prior: str, images_per_background: int = 8, steps: int 
             "images": len(images), "steps": steps, "guidance_scale": guidance}
 
 
+def code_following(
+    prior: str, checkpoint: str, split_file: str, variants: int = 64, images_per_variant: int = 4,
+    steps: int = 20, guidance: float = 3.0, seed: int = 0,
+) -> dict:
+    """Whether the prior draws a broad-world variant from its model code alone ("an aircraft photo
+    of a CC-85", the class-only prompt form): top-1 accuracy of the 256-way broad-world
+    classifier that `python -m bob.toyworld.backbone` trains (its checkpoint, head included, and
+    the split file naming its classes) on the generated images; chance is 1/256."""
+    import timm
+    from diffusers import StableDiffusionPipeline
+
+    class_names = json.loads(open(split_file, encoding="utf-8").read())["class_names"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    network = timm.create_model("test_resnet", pretrained=False, num_classes=len(class_names))
+    network.load_state_dict({k.removeprefix("backbone.net."): v for k, v in state.items() if k.startswith("backbone.net.")})
+    network.eval()
+    mean = torch.tensor(network.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(network.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
+    pipeline.set_progress_bar_config(disable=True)
+    chosen = random.Random(seed).sample(range(len(class_names)), variants)
+    labels = [c for c in chosen for _ in range(images_per_variant)]
+    prompts = [f"an {DESCRIPTOR} photo of a {class_names[c]}" for c in labels]
+    generator = torch.Generator().manual_seed(seed)
+    pixels = []
+    for start in range(0, len(prompts), 64):
+        batch = pipeline(prompts[start:start + 64], num_inference_steps=steps, guidance_scale=guidance,
+                         generator=generator, output_type="pt").images
+        pixels.append(batch.clamp(0, 1))
+    with torch.no_grad():
+        predicted = network((torch.cat(pixels) - mean) / std).argmax(1).numpy()
+        # The ceiling: the same classifier on renders of the same variants after a VAE round trip.
+        variant_of = {v.name: v for v in broad_variants()}
+        rng = random.Random(seed)
+        scenes = [Scene(variant_of[class_names[c]], rng.randrange(len(BACKGROUNDS)), rng.randrange(len(POSES)), rng.randrange(2**31))
+                  for c in labels]
+        renders = torch.from_numpy(np.stack([np.asarray(render(scene), np.float32) for scene in scenes])).permute(0, 3, 1, 2) / 255
+        latents = pipeline.vae.encode(renders * 2 - 1).latent_dist.mean
+        round_trip = ((pipeline.vae.decode(latents).sample + 1) / 2).clamp(0, 1)
+        on_renders = network((renders - mean) / std).argmax(1).numpy()
+        on_round_trip = network((round_trip - mean) / std).argmax(1).numpy()
+    truth = np.array(labels)
+    return {
+        "code_follows_prompt": float(np.mean(predicted == truth)),
+        "classifier_on_renders": float(np.mean(on_renders == truth)),
+        "classifier_on_vae_round_trip": float(np.mean(on_round_trip == truth)),
+        "code_chance": 1 / len(class_names), "code_images": len(labels), "code_variants": variants,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prior", default=str(default_prior()))
     parser.add_argument("--images-per-background", type=int, default=8)
+    parser.add_argument("--broad-classifier", default=None,
+                        help="checkpoint of `python -m bob.toyworld.backbone` (with its head): also measure code following")
+    parser.add_argument("--broad-split", default="runs/toyworld/backbone_data/split.json",
+                        help="the split file naming that classifier's classes")
     args = parser.parse_args(argv)
-    print(json.dumps(background_following(args.prior, args.images_per_background), indent=2))
+    results = background_following(args.prior, args.images_per_background)
+    if args.broad_classifier:
+        results.update(code_following(args.prior, args.broad_classifier, args.broad_split))
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""Atomic writes: whole files or none, with the permissions a plain open would give."""
+
+import os
+import stat
+
+import pytest
+
+from bob import atomic
+from bob.atomic import atomic_write, atomic_write_text
+
+
+def test_written_file_has_plain_open_permissions(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_UMASK", 0o022)
+    path = atomic_write_text(tmp_path / "sub" / "report.md", "hello")
+    assert path.read_text() == "hello"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644  # not mkstemp's 0600
+    monkeypatch.setattr(atomic, "_UMASK", 0o077)
+    assert stat.S_IMODE(os.stat(atomic_write_text(tmp_path / "private.md", "x")).st_mode) == 0o600
+
+
+def test_failed_write_leaves_neither_file_nor_temporary(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        atomic_write(target, fail)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 import yaml
 
-from benchmarks.timing import ThroughputClock
+from benchmarks.timing import Run, ThroughputClock
 from benchmarks.world import World
 
 CLOCK = {"class_path": "benchmarks.timing.ThroughputClock"}
@@ -97,6 +98,19 @@ def run_stage(subcommand: str, config: dict[str, Any], run_dir: Path) -> Through
     if len(clocks) != 1:
         raise RuntimeError(f"expected one ThroughputClock in the trainer's callbacks, found {len(clocks)}")
     return clocks[0]
+
+
+def run_fresh_predict(config: dict[str, Any], run_dir: Path, expected: int, what: str) -> Run:
+    """One timed ``predict`` of a resumable stage into ``run_dir``, which is then deleted.
+
+    A resumable stage skips what its folder already holds, so every timed repeat needs a fresh
+    folder, and the item count proves the stage did all the work (``what`` names it in the error).
+    """
+    clock = run_stage("predict", config, run_dir).clock
+    if clock.items != expected:
+        raise RuntimeError(f"bob's {what} stage processed {clock.items} images, expected {expected}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return clock.run(1)
 
 
 def quiet_logs() -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import Settings, dataset_section, run_stage, trainer_section
+from benchmarks.common import Settings, dataset_section, run_fresh_predict, trainer_section
 from benchmarks.timing import Clock, Run
 from benchmarks.world import DESCRIPTOR, World
 
@@ -75,14 +74,8 @@ def ours_config(world: World, settings: Settings, run_dir: Path, batch_size: int
 
 
 def ours(world: World, settings: Settings, work: Path, batch_size: int) -> Run:
-    # A fresh caption folder each time: the stage resumes, so a finished bank would caption nothing.
     run_dir = work / f"run{next(_runs)}"
-    clock = run_stage("predict", ours_config(world, settings, run_dir, batch_size), run_dir).clock
-    captioned = clock.items
-    if captioned != len(world.train):
-        raise RuntimeError(f"bob's caption stage captioned {captioned} images, expected {len(world.train)}")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    return clock.run(1)
+    return run_fresh_predict(ours_config(world, settings, run_dir, batch_size), run_dir, len(world.train), "caption")
 
 
 def variants(world: World, settings: Settings, work: Path) -> dict[str, tuple[str, bool, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import Settings, dataset_section, run_stage, trainer_section
+from benchmarks.common import Settings, dataset_section, run_fresh_predict, trainer_section
 from benchmarks.timing import Clock, Run
 from benchmarks.world import World
 
@@ -79,14 +79,8 @@ def ours_config(world: World, settings: Settings, run_dir: Path, batch_size: int
 
 
 def ours(world: World, settings: Settings, work: Path, batch_size: int) -> Run:
-    # A fresh output folder each time: the stage resumes, so a finished folder would generate nothing.
     run_dir = work / f"run{next(_runs)}"
-    clock = run_stage("predict", ours_config(world, settings, run_dir, batch_size), run_dir).clock
-    generated = clock.items
-    if generated != len(world.generation):
-        raise RuntimeError(f"bob's generation stage made {generated} images, expected {len(world.generation)}")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    return clock.run(1)
+    return run_fresh_predict(ours_config(world, settings, run_dir, batch_size), run_dir, len(world.generation), "generation")
 
 
 def timed_reference(world: World, settings: Settings, work: Path, batch_size: int = 1) -> Run:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from bob.data.errors import BobInputError
 from bob.hub import check_model_available, hub_offline
+from bob.timm_checks import check_timm_name, check_timm_weights_available
 
 #: torch-fidelity's port of the TensorFlow FID graph, the weights every published FID uses.
 INCEPTION_URL = (
@@ -312,8 +313,6 @@ class TimmFeatures(FeatureExtractor):
 
     def __init__(self, model_name: str, weights_file: str | None = None, input_size: int | None = None):
         super().__init__()
-        from bob.modules.classifier.timm_backbone import check_timm_name
-
         check_timm_name(model_name, pretrained=weights_file is None)
         self.model_name = model_name
         self.weights_file = weights_file
@@ -329,9 +328,7 @@ class TimmFeatures(FeatureExtractor):
                 raise BobInputError(f"timm weights file {path} does not exist (extractor.init_args.weights_file)")
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
         else:
-            pretrained_cfg = timm.models.get_pretrained_cfg(self.model_name)
-            if pretrained_cfg is not None and pretrained_cfg.hf_hub_id:
-                check_model_available(pretrained_cfg.hf_hub_id, "model.safetensors")
+            check_timm_weights_available(self.model_name)
         # num_classes=0: timm returns the pooled features in place of logits.
         self.network = timm.create_model(self.model_name, pretrained=True, num_classes=0, **kwargs).eval().requires_grad_(False)
         config = self.network.pretrained_cfg

@@ -16,7 +16,7 @@ from bob.toyworld.captions import DESCRIPTOR  # noqa: E402
 from bob.toyworld.contexts import BACKGROUNDS, POSES  # noqa: E402
 from bob.toyworld.meter import ContextMeter  # noqa: E402
 from bob.toyworld.pipeline import default_prior  # noqa: E402
-from bob.toyworld.render import Scene, render  # noqa: E402
+from bob.toyworld.round_trip import random_scenes, vae_round_trip  # noqa: E402
 from bob.toyworld.variants import FAMILY_OF_WING, broad_variants  # noqa: E402
 
 
@@ -83,12 +83,7 @@ def code_following(
         predicted = network((torch.cat(pixels) - mean) / std).argmax(1).numpy()
         # The ceiling: the same classifier on renders of the same variants after a VAE round trip.
         variant_of = {v.name: v for v in broad_variants()}
-        rng = random.Random(seed)
-        scenes = [Scene(variant_of[class_names[c]], rng.randrange(len(BACKGROUNDS)), rng.randrange(len(POSES)), rng.randrange(2**31))
-                  for c in labels]
-        renders = torch.from_numpy(np.stack([np.asarray(render(scene), np.float32) for scene in scenes])).permute(0, 3, 1, 2) / 255
-        latents = pipeline.vae.encode(renders * 2 - 1).latent_dist.mean
-        round_trip = ((pipeline.vae.decode(latents).sample + 1) / 2).clamp(0, 1)
+        renders, round_trip = vae_round_trip(pipeline.vae, random_scenes([variant_of[class_names[c]] for c in labels], seed))
         on_renders = network((renders - mean) / std).argmax(1).numpy()
         on_round_trip = network((round_trip - mean) / std).argmax(1).numpy()
     truth = np.array(labels)

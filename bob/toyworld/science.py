@@ -49,26 +49,16 @@ def class_fidelity(pipeline: ToyWorldPipeline, oracle: ClassOracle, class_names:
 def vae_round_trip_fidelity(prior: str, oracle: ClassOracle, per_class: int = 20, seed: int = 4242) -> float:
     """Class fidelity of fresh renders after the prior's VAE encodes and decodes them: the most
     any generator on this prior can reach."""
-    import random
-
     import torch
     from diffusers import AutoencoderKL
 
-    from bob.toyworld.contexts import BACKGROUNDS, POSES
-    from bob.toyworld.render import Scene, render
+    from bob.toyworld.round_trip import random_scenes, vae_round_trip
     from bob.toyworld.variants import FEWSHOT_VARIANTS
 
-    rng = random.Random(seed)
     vae = AutoencoderKL.from_pretrained(prior, subfolder="vae", dtype=torch.float32).eval()
-    scenes = [
-        Scene(FEWSHOT_VARIANTS[c], rng.randrange(len(BACKGROUNDS)), rng.randrange(len(POSES)), rng.randrange(2**31))
-        for c in range(len(FEWSHOT_VARIANTS)) for _ in range(per_class)
-    ]
-    pixels = torch.from_numpy(np.stack([np.asarray(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 127.5 - 1
-    with torch.no_grad():
-        decoded = torch.cat([vae.decode(vae.encode(x).latent_dist.mean).sample for x in pixels.split(64)])
-    images = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    labels = np.array([FEWSHOT_VARIANTS.index(s.variant) for s in scenes])
+    labels = np.repeat(np.arange(len(FEWSHOT_VARIANTS)), per_class)
+    _, decoded = vae_round_trip(vae, random_scenes([FEWSHOT_VARIANTS[c] for c in labels], seed))
+    images = (decoded * 255).round().byte().permute(0, 2, 3, 1).numpy()
     return float(np.mean(oracle.predict(images) == labels))
 
 

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from bob.data.errors import BobInputError
-from bob.hub import check_model_available
 from bob.modules.classifier.backbone import Backbone, FineTune, set_trainable
-
-
-def check_timm_name(model_name: str, pretrained: bool) -> None:
-    """Fail at config time, with close names, when timm does not know a model (or its weights tag)."""
-    import timm
-
-    architecture = model_name.split(".")[0]
-    if not timm.is_model(architecture):
-        close = difflib.get_close_matches(model_name, timm.list_models(), n=5, cutoff=0.6)
-        raise BobInputError(
-            f"timm has no model {model_name!r}; close names: {close or 'none'} "
-            "(list them with `python -c \"import timm; print(timm.list_models('*resnet*'))\"`)"
-        )
-    if pretrained and "." in model_name and model_name not in timm.list_pretrained(architecture + ".*"):
-        tags = timm.list_pretrained(architecture + ".*")
-        close = difflib.get_close_matches(model_name, tags, n=5, cutoff=0.0)
-        raise BobInputError(f"timm has no pretrained weights {model_name!r}; available for {architecture}: {close}")
+from bob.timm_checks import check_timm_name, check_timm_weights_available
 
 
 class TimmBackbone(Backbone):
@@ -75,13 +57,8 @@ class TimmBackbone(Backbone):
         self.net: nn.Module | None = None
 
     def _check_weights_available(self) -> None:
-        import timm
-
-        if not self.pretrained or "pretrained_cfg_overlay" in self.model_kwargs:
-            return
-        hub_id = timm.models.get_pretrained_cfg(self.model_name).hf_hub_id
-        if hub_id:
-            check_model_available(hub_id, "model.safetensors")
+        if self.pretrained and "pretrained_cfg_overlay" not in self.model_kwargs:
+            check_timm_weights_available(self.model_name)
 
     def build(self, num_classes: int, prompt_names: list[str], descriptor: str, image_size: int) -> None:
         import timm

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,6 +149,35 @@ PAPER = Architectures(
 
 SIZES = {"tiny": TINY, "paper": PAPER}
 
+#: The paper's architectures with Qwen2.5-VL-3B-Instruct as the captioner (3,754,622,976 parameters,
+#: 7.5 GB in bf16), the largest Qwen2.5-VL that builds and runs within ~10 GB of a CPU machine's memory.
+PAPER_3B_CAPTIONER = replace(
+    PAPER,
+    name="paper-3b-captioner",
+    captioner_text={
+        "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
+        "num_key_value_heads": 2, "max_position_embeddings": 128000, "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        "tie_word_embeddings": True,
+    },
+    captioner_vision={**PAPER.captioner_vision, "out_hidden_size": 2048},
+    captioner_vocab_size=151936,
+)
+
+#: `transformers.CLIPConfig` arguments of openai/clip-vit-base-patch16, the paper's CLIP classifier
+#: (149,620,737 parameters; the vocabulary is added by `save_clip`).
+CLIP_VIT_B16 = {
+    "text_config": {
+        "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
+        "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+    },
+    "vision_config": {
+        "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "image_size": 224, "patch_size": 16, "hidden_act": "quick_gelu",
+    },
+    "projection_dim": 512,
+}
+
 
 def byte_symbols() -> list[str]:
     """The GPT-2 / CLIP byte-to-printable-character alphabet (256 symbols)."""
@@ -158,6 +189,17 @@ def byte_symbols() -> list[str]:
             codes.append(256 + extra)
             extra += 1
     return [chr(c) for c in codes]
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build models with their weights in ``dtype`` (a 7B model built in fp32 would need 30 GB)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def write_clip_tokenizer(folder: Path, vocab_size: int) -> Path:
@@ -176,20 +218,33 @@ def write_clip_tokenizer(folder: Path, vocab_size: int) -> Path:
     return folder
 
 
-def save_stable_diffusion(folder: str | Path, size: Architectures, seed: int = 0) -> Path:
-    """A random-weight Stable Diffusion pipeline of ``size`` saved as a diffusers folder (safetensors)."""
+def clip_tokenizer(vocab_size: int):
+    """A `CLIPTokenizer` over `write_clip_tokenizer`'s files, checked to have ``vocab_size`` tokens."""
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as files:
+        write_clip_tokenizer(Path(files), vocab_size)
+        tokenizer = CLIPTokenizer(f"{files}/vocab.json", f"{files}/merges.txt", model_max_length=77)
+    if len(tokenizer) != vocab_size:
+        raise RuntimeError(f"built a tokenizer of {len(tokenizer)} tokens, expected {vocab_size}")
+    return tokenizer
+
+
+def save_stable_diffusion(
+    folder: str | Path, size: Architectures, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> Path:
+    """A random-weight Stable Diffusion pipeline of ``size`` saved as a diffusers folder (safetensors).
+
+    ``dtype`` is the weights' dtype, in memory while building and on disk (bfloat16 halves both).
+    """
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
     if (folder / "model_index.json").is_file():
         return folder
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as files:
-        write_clip_tokenizer(Path(files), size.text_vocab_size)
-        tokenizer = CLIPTokenizer(f"{files}/vocab.json", f"{files}/merges.txt", model_max_length=77)
-    if len(tokenizer) != size.text_vocab_size:
-        raise RuntimeError(f"built a tokenizer of {len(tokenizer)} tokens, expected {size.text_vocab_size}")
+    tokenizer = clip_tokenizer(size.text_vocab_size)
     vocab = size.text_vocab_size
     text_config = CLIPTextConfig(
         vocab_size=vocab, bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1, **size.text_encoder
@@ -199,12 +254,29 @@ def save_stable_diffusion(folder: str | Path, size: Architectures, seed: int = 0
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
         set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000, prediction_type="epsilon",
     )
-    pipeline = StableDiffusionPipeline(
-        vae=AutoencoderKL(**size.vae), text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**size.unet), scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    with default_dtype(dtype):
+        pipeline = StableDiffusionPipeline(
+            vae=AutoencoderKL(**size.vae), text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer,
+            unet=UNet2DConditionModel(**size.unet), scheduler=scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )
     pipeline.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def save_clip(folder: str | Path, config: dict[str, Any] = CLIP_VIT_B16, vocab_size: int = 49408, seed: int = 0) -> Path:
+    """A random-weight `transformers.CLIPModel` (fp32) with its tokenizer, loadable as `CLIPBackbone`'s ``model``."""
+    from transformers import CLIPConfig, CLIPModel
+
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return folder
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer(vocab_size)
+    text = {**config["text_config"], "vocab_size": vocab_size, "bos_token_id": vocab_size - 2,
+            "eos_token_id": vocab_size - 1, "pad_token_id": vocab_size - 1}
+    CLIPModel(CLIPConfig(**{**config, "text_config": text})).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -254,13 +326,8 @@ def save_captioner(folder: str | Path, size: Architectures, seed: int = 0) -> Pa
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
-    default_dtype = torch.get_default_dtype()
-    # A 7B model built in fp32 would need 30 GB of memory just to exist.
-    torch.set_default_dtype(torch.bfloat16 if size.name != "tiny" else torch.float32)
-    try:
+    with default_dtype(torch.bfloat16 if size.name != "tiny" else torch.float32):
         model = Qwen2_5_VLForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(default_dtype)
     model.generation_config = GenerationConfig(
         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         suppress_tokens=[ids["<|im_end|>"]],

@@ -12,13 +12,19 @@ import argparse
 import gzip
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
-from bob.data.caption_tsv import import_tsv_bank
-from bob.data.class_names import prompt_name
-from bob.data.prompt_fit import count_tokens, longest_class_name
-from bob.data.prompts import CONTEXT_TEMPLATE, PromptTemplate
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `python benchmarks/caption_prompt_fit.py` puts only benchmarks/ on the path
+
+from benchmarks.architectures import byte_symbols  # noqa: E402
+from bob.data.caption_tsv import import_tsv_bank  # noqa: E402
+from bob.data.class_names import prompt_name  # noqa: E402
+from bob.data.prompt_fit import count_tokens, longest_class_name  # noqa: E402
+from bob.data.prompts import CONTEXT_TEMPLATE, PromptTemplate  # noqa: E402
 
 #: Released bank folder prefix -> the dataset's descriptor.
 DESCRIPTORS = {"aircraft": "aircraft", "car": "car", "cub": "bird", "pet": "pet", "flower": "flower"}
@@ -26,23 +32,11 @@ DESCRIPTORS = {"aircraft": "aircraft", "car": "car", "cub": "bird", "pet": "pet"
 REAL_NAMES = {"F-16A_B": "F-16A/B", "F_A-18": "F/A-18"}
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's reversible byte -> printable character table (as in its SimpleTokenizer)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes, extra = printable[:], 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in codes), strict=True))
-
-
 def write_clip_vocab(bpe_gz: Path, folder: Path) -> Path:
     """vocab.json + merges.txt built from ``bpe_simple_vocab_16e6.txt.gz`` exactly as CLIP builds them."""
     lines = gzip.open(bpe_gz).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     merges = [line for line in lines if line.strip()]
-    symbols = list(bytes_to_unicode().values())
+    symbols = byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,8 @@ def cuda_peak_tracker(result: VariantResult, function: Callable[[], Run]) -> Cal
     return tracked
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB (``VmRSS``: resident set now, ``VmHWM``: its peak)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -56,11 +57,11 @@ def peak_rss_increase(function: Callable[[], Any]) -> dict[str, float]:
 
     import bob.cli  # noqa: F401
 
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak RSS, to the current RSS
         function()
-        peak = _status_kib("VmHWM")
+        peak = status_kib("VmHWM")
     except OSError:
         function()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; includes earlier peaks

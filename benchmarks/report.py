@@ -68,7 +68,7 @@ def stage_rows(stage: str, results: dict[str, VariantResult]) -> list[dict[str, 
 
 
 def targets(rows: dict[str, list[dict[str, Any]]], device: str) -> list[dict[str, Any]]:
-    """The issue's targets, checked against the measured ratios (None where this run cannot judge).
+    """The speed targets, checked against the measured ratios (None where this run cannot judge).
 
     On a CPU the CPU-time ratios are used: other processes on a shared machine move wall-clock
     ratios by more than the 10% the targets are about.

@@ -51,7 +51,7 @@ def reference(world: World, settings: Settings) -> Run:
 
 
 def ours_config(world: World, settings: Settings, run_dir: Path, batch_size: int) -> dict[str, Any]:
-    """`configs/<dataset>/captions.yaml` on the benchmark's model and data."""
+    """`configs/captions.yaml` on the benchmark's model and data."""
     trainer = trainer_section(settings, run_dir)
     trainer["callbacks"] = [
         {"class_path": "CaptionWriter", "init_args": {"output_dir": str(run_dir / "captions")}}, *trainer["callbacks"]

@@ -86,7 +86,7 @@ def reference(world: World, settings: Settings) -> Run:
 
 
 def ours_config(world: World, settings: Settings, run_dir: Path, precision: str) -> dict[str, Any]:
-    """`configs/<dataset>.yaml` with the ResNet-50 backbone file merged, on the benchmark's data."""
+    """`configs/classifier.yaml` with the ResNet-50 backbone file merged, on the benchmark's data."""
     return {
         "seed_everything": 0,
         "trainer": trainer_section(

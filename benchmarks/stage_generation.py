@@ -49,7 +49,7 @@ def reference(world: World, settings: Settings, out: Path, batch_size: int = 1) 
 
 
 def ours_config(world: World, settings: Settings, run_dir: Path, batch_size: int) -> dict[str, Any]:
-    """`configs/<dataset>/generate.yaml` on the benchmark's model, adapter and caption bank."""
+    """`configs/generate.yaml` on the benchmark's model, adapter and caption bank."""
     side = world.size.image_size
     per_class = len(world.generation) // len(world.class_names)
     trainer = trainer_section(settings, run_dir)

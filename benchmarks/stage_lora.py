@@ -109,7 +109,7 @@ def reference(world: World, settings: Settings) -> Run:
 def ours_config(
     world: World, settings: Settings, run_dir: Path, precision: str, latent_cache: bool, compile_unet: bool = False
 ) -> dict[str, Any]:
-    """The stage-2 config of `configs/<dataset>/t2i.yaml` on the benchmark's model and data."""
+    """The stage-2 config of `configs/t2i.yaml` on the benchmark's model and data."""
     size = world.size.image_size
     model: dict[str, Any] = {
         "base_model": str(world.stable_diffusion),

@@ -1,5 +1,5 @@
 """`python -m bob` runs the same CLI as main.py."""
 
-from bob.cli import main
+from bob.cli import run
 
-main()
+run()

@@ -20,6 +20,19 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def plain_permissions(path: str | Path) -> Path:
+    """Give ``path`` (a file, or a folder and all it holds) the permissions of a plain ``open`` or ``mkdir``.
+
+    Writers that stage through temporary files (mkstemp, mkdtemp, safetensors' ``save_file``)
+    leave owner-only 0600 files and 0700 folders; this gives 0666 / 0777 less the umask.
+    """
+    path = Path(path)
+    for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~_UMASK)
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it into place.
 
@@ -32,7 +45,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        plain_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

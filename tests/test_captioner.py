@@ -145,9 +145,9 @@ def fake_batch(sample_ids, labels, errors=None):
     }
 
 
-def scripted_captioner(monkeypatch, answers):
+def scripted_captioner(monkeypatch, answers, **settings):
     """A captioner whose model answers from ``answers[(question attribute, sampled)]`` in turn."""
-    captioner = Captioner(descriptor="bird", class_names=["Laysan_Albatross", "Sooty_Albatross"])
+    captioner = Captioner(descriptor="bird", class_names=["Laysan_Albatross", "Sooty_Albatross"], **settings)
     calls = []
 
     def generate(self, images, prompt, sample=False):
@@ -159,10 +159,17 @@ def scripted_captioner(monkeypatch, answers):
     return captioner, calls
 
 
+def test_answers_are_kept_as_given_by_default(monkeypatch):
+    captioner, _ = scripted_captioner(monkeypatch, {("background", False): ["A Laysan albatross colony."], ("pose", False): ["Soaring."]})
+    out = captioner.predict_step(fake_batch(["b.jpg"], [0]), 0)
+    assert out[0]["attributes"] == {"background": "A Laysan albatross colony", "pose": "Soaring"} and out[0]["notes"] == []
+
+
 def test_leaks_are_redacted_and_raw_answers_kept(monkeypatch):
     captioner, _ = scripted_captioner(
         monkeypatch,
         {("background", False): ["Ocean waves.", "A Laysan albatross colony."], ("pose", False): ["Soaring.", "Albatross sitting."]},
+        redact_leaks=True,
     )
     out = captioner.predict_step(fake_batch(["a.jpg", "b.jpg"], [1, 0]), 0)
     assert out[0]["attributes"] == {"background": "Ocean waves", "pose": "Soaring"} and out[0]["notes"] == []

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bob.cli import main
+from bob.modules import Classifier
 from tests.classifier_fixtures import CLASSES, clip_backbone, timm_backbone, write_classifier_config
 from tests.fake_data import make_class_folders
 
@@ -38,8 +39,12 @@ def test_fit_then_test_at_the_best_validation_epoch(tmp_path):
     tested = [r for r in rows if r.get("test/acc")]
     assert len(tested) == 1 and 0 <= float(tested[0]["test/acc_per_class"]) <= 1
     assert any(r.get("train/loss_real") for r in rows) and any(r.get("train/loss_synthetic") for r in rows)
-    manifest = json.loads((Path(checkpoint.best_model_path).parent / "manifest.json").read_text())
+    # The run's folder holds its config, its manifest and its checkpoints.
+    run = Path(trainer.logger.log_dir)
+    assert Path(checkpoint.best_model_path).parent == run / "checkpoints" and (run / "config.yaml").is_file()
+    manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["tested_checkpoint"] == checkpoint.best_model_path
+    assert manifest["class_names"] == CLASSES and manifest["preprocessing"]["image_size"] == 32
     assert manifest["test"]["test/acc"] == pytest.approx(float(tested[0]["test/acc"]))
     assert manifest["inputs"]["synthetic_manifest"]["sha256"] and manifest["inputs"]["split_file"]["sha256"]
     assert manifest["training_pool"]["data/real_repeats"] == 2 and manifest["training_pool"]["data/synthetic_images"] == 12
@@ -66,6 +71,10 @@ def test_clip_lora_checkpoint_holds_adapters_only_and_reloads(tmp_path, tiny_cli
     for key, value in state.items():
         torch.testing.assert_close(reloaded[key], value)
     assert "test/acc" in tested.trainer.callback_metrics
+    # The checkpoint alone: the adapters on the CLIP weights its backbone spec names.
+    alone = Classifier.load_from_checkpoint(best).state_dict()
+    for key, value in state.items():
+        torch.testing.assert_close(alone[key], value)
 
 
 def test_long_tail_split_reports_many_medium_few(tmp_path):

@@ -1,4 +1,4 @@
-"""The paper's classifier experiments as shipped configs: every file, and the combinations, instantiate."""
+"""The paper's classifier experiments as composed configs: stage, dataset, backbone and arm instantiate together."""
 
 from pathlib import Path
 
@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from bob.cli import main
+from bob.data import CUB200, FGVCAircraft, OxfordPets, StanfordCars
 from bob.datamodules.real_synthetic import paper_train_transform
 from bob.modules.classifier import CLIPBackbone, TimmBackbone
 from tests.fake_data import (
     make_cub200,
+    make_diffii_folder,
     make_fgvc_aircraft,
     make_flowers102,
     make_oxford_pets,
@@ -37,23 +39,32 @@ EXPERIMENTS = (
 )
 
 
+READERS = {"aircraft": FGVCAircraft, "cub": CUB200, "cars": StanfordCars, "pets": OxfordPets}
+
+
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
+    """Fake official layouts, and Diff-II split folders (5 and 10 shots) for the few-shot datasets."""
     base = tmp_path_factory.mktemp("datasets")
     made = {}
     for name, writer in FAKES.items():
         folder = name.removesuffix("_lt")
         made[name] = made.get(folder) or writer(base / folder)
+    for name, reader_class in READERS.items():
+        reader = reader_class(str(made[name]))
+        for shots in (5, 10):
+            make_diffii_folder(reader, base / "diff-ii" / name, shots)
+        made[f"{name}-diffii"] = base / "diff-ii" / name
     return made
 
 
 def instantiate(dataset: str, roots, tmp_path, *extra: str):
+    paths = [f"--data.init_args.dataset.init_args.root={roots[dataset]}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    if dataset in READERS:
+        paths.append(f"--data.init_args.split_source={roots[f'{dataset}-diffii']}")
+    paths.append(f"--data.init_args.split_file={tmp_path}/split.json")
     return main(
-        [
-            "-c", str(CONFIGS / f"{dataset}.yaml"), *extra,
-            f"--data.init_args.dataset.init_args.root={roots[dataset]}",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
-        ],
+        ["-c", str(CONFIGS / "classifier.yaml"), "-c", str(CONFIGS / "datasets" / f"{dataset}.yaml"), *extra, *paths],
         run=False,
     )
 
@@ -80,9 +91,11 @@ def test_experiment_config_instantiates(dataset, backbone, arm, shots, roots, tm
         assert data.synthetic_folder is None
     else:
         prefix = ARMS[arm or "bob"]
-        sampling = "lt100" if dataset.endswith("_lt") else f"{shots or 5}shot"
+        sampling = f"{'lt100' if dataset.endswith('_lt') else f'{shots or 5}shot'}-diffii"
         assert data.synthetic_folder.name == f"{prefix}{sampling}_seed0"
     assert data.shots == (None if dataset.endswith("_lt") else shots or 5)
+    # Long-tail real images count as often as the release repeats them; few-shot ones 100 // shots.
+    assert data.real_repeats == {"cub_lt": 6, "flowers_lt": 5}.get(dataset, 100 // (shots or 5))
 
 
 def test_headline_config_is_the_papers_recipe(roots, tmp_path):
@@ -95,7 +108,7 @@ def test_headline_config_is_the_papers_recipe(roots, tmp_path):
     assert model.real_weight == 0.8 and model.mixer.prob == 0.2 and model.warmup_epochs == 3 and model.min_lr == 1e-8
     assert cli.trainer.max_epochs == 100 and data.batch_size == 64 and data.shots == 5
     assert cli.trainer.checkpoint_callback.monitor == "val/acc" and cli.trainer.checkpoint_callback.mode == "max"
-    # The augmentation spelled out in YAML is the code's default, transform for transform.
+    # The paper's augmentation is the data module's default, written once.
     assert repr(data.train_transform) == repr(paper_train_transform(224))
     image = torch.randint(0, 256, (3, 300, 280), dtype=torch.uint8)
     assert data.train_transform(image).shape == (3, 224, 224)

@@ -96,7 +96,7 @@ def test_failed_point_is_reported_and_the_others_still_count(tmp_path, monkeypat
 def test_dry_run_prints_one_command_per_point(tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text("model.init_args.real_weight: [0.5, 0.8]\n")
-    assert sweep_main(["--grid", str(grid), "--out", str(tmp_path / "s"), "--dry-run", "--", "-c", "configs/aircraft.yaml"]) == 0
+    assert sweep_main(["--grid", str(grid), "--out", str(tmp_path / "s"), "--dry-run", "--", "-c", "configs/classifier.yaml", "-c", "configs/datasets/aircraft.yaml"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all("-m bob.sweep.point" in line and "--trainer.max_epochs=10" in line for line in lines)
 

@@ -1,4 +1,7 @@
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +10,10 @@ import pytest
 import yaml
 
 import bob
-from bob.cli import main
+from bob.callbacks import StepProgressBar
+from bob.cli import main, run
+from bob.console import error_message
+from bob.data.errors import CorruptImageError, DatasetLayoutError
 from bob.loggers import WandbLogger
 from tests.fake_data import make_class_folders
 
@@ -55,7 +61,10 @@ def test_fit_help_documents_arguments(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--help"])
     assert exit_info.value.code == 0
-    assert "--trainer.max_epochs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--trainer.max_epochs" in out
+    # bob's modules build their own optimizers; LightningCLI's would train no parameters.
+    assert not re.search(r"--(optimizer|lr_scheduler)\b", out)
 
 
 def test_links_data_values_into_model(tmp_path):
@@ -104,3 +113,101 @@ def test_wandb_logger_stays_online_with_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     logger = WandbLogger(project="bob-test", save_dir=str(tmp_path))
     assert logger._offline is False
+
+
+def config_without_data(tmp_path: Path) -> Path:
+    config = write_config(tmp_path)
+    shutil.rmtree(tmp_path / "data")
+    return config
+
+
+def test_input_error_is_one_line_from_the_command_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("BOB_DEBUG", None)
+    command = [sys.executable, "main.py", "fit", "-c", str(config_without_data(tmp_path))]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith("error: ClassFolders: dataset root") and errors[0].endswith("`root`.")
+
+
+def test_debug_switch_keeps_the_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["main.py", "fit", "-c", str(config_without_data(tmp_path))])
+    monkeypatch.delenv("BOB_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 2
+    monkeypatch.setenv("BOB_DEBUG", "1")
+    with pytest.raises(DatasetLayoutError):
+        run()
+
+
+def test_error_lines_under_ddp_and_from_dataloader_workers(monkeypatch, capsys):
+    from lightning.pytorch.utilities import rank_zero_only
+    from torch._utils import ExceptionWrapper
+
+    from bob.console import input_errors_as_one_line
+
+    try:
+        raise CorruptImageError("cannot decode image a.jpg (truncated)")
+    except CorruptImageError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(CorruptImageError) as worker_error:
+        wrapped.reraise()
+    assert "Original Traceback" in str(worker_error.value)
+    assert error_message(worker_error.value) == "cannot decode image a.jpg (truncated)"
+
+    monkeypatch.delenv("BOB_DEBUG", raising=False)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with pytest.raises(SystemExit), input_errors_as_one_line():
+        raise DatasetLayoutError("no images under data/x")
+    assert capsys.readouterr().err == "error (rank 1): no images under data/x\n"
+
+
+def test_configs_are_found_inside_the_package_from_any_folder(tmp_path, monkeypatch):
+    from bob.shipped import configs_dir, with_shipped_configs
+
+    monkeypatch.chdir(tmp_path)
+    args = with_shipped_configs(["fit", "-c", "configs/t2i.yaml", "--config=configs/datasets/cub.yaml", "-c", "mine.yaml"])
+    assert args == ["fit", "-c", str(configs_dir() / "t2i.yaml"), f"--config={configs_dir() / 'datasets' / 'cub.yaml'}",
+                    "-c", "mine.yaml"]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "t2i.yaml").write_text("{}")
+    assert with_shipped_configs(["-c", "configs/t2i.yaml"]) == ["-c", "configs/t2i.yaml"]  # a local file wins
+    assert (configs_dir() / "t2i.yaml").read_bytes() == (REPO / "configs" / "t2i.yaml").read_bytes()
+
+
+def test_cli_shows_steps_in_a_run_sized_in_steps(tmp_path):
+    config = write_config(tmp_path)
+    cli = main(["fit", "-c", str(config), "--trainer.enable_progress_bar=true", "--trainer.max_epochs=null", "--trainer.max_steps=5"])
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, StepProgressBar)
+    assert bar.train_progress_bar.total == 5 and bar.train_progress_bar.n == 5
+    assert bar.train_progress_bar.desc.startswith("Epoch ") and "/" not in bar.train_progress_bar.desc
+    named = {"class_path": "lightning.pytorch.callbacks.TQDMProgressBar", "init_args": {"refresh_rate": 5}}
+    cli = main(["-c", str(config), "--trainer.enable_progress_bar=true", f"--trainer.callbacks={json.dumps([named])}"], run=False)
+    assert type(cli.trainer.progress_bar_callback).__name__ == "TQDMProgressBar"  # a bar the config names is kept
+
+
+def test_notices_without_content_are_silenced(caplog):
+    import logging
+    import warnings
+
+    from lightning.pytorch.utilities import rank_zero_info
+    from lightning.pytorch.utilities._pytree import _tree_flatten
+
+    from bob.loggers import silence_empty_notices
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_empty_notices()
+        _tree_flatten({"a": [1, 2]})
+        warnings.warn("a FutureWarning bob's users should see", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a FutureWarning bob's users should see"]
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+        rank_zero_info("💡 Tip: For seamless cloud uploads and versioning, try installing [litmodels]")
+        rank_zero_info("GPU available: False, used: False")
+    assert [record.getMessage() for record in caplog.records] == ["GPU available: False, used: False"]
+    assert "anonymous" not in WandbLogger(project="bob-test", offline=True)._wandb_init

@@ -13,8 +13,13 @@ from tests import fake_data
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TRAINER_PRESETS = sorted((CONFIGS / "trainer").glob("*.yaml"))
+#: The composed layout: stage configs free of dataset names, and what merges onto each.
+STAGE_NAMES = ["captions", "t2i", "generate", "quality", "classifier"]
+DATASETS = sorted((CONFIGS / "datasets").glob("*.yaml"))
 #: Stage the classifier parts and grids are merged onto.
-CLASSIFIER_BASE = CONFIGS / "aircraft.yaml"
+CLASSIFIER_BASE = [CONFIGS / "classifier.yaml", CONFIGS / "datasets" / "aircraft.yaml"]
+#: overlay folder -> the stages it merges onto
+OVERLAYS = {"t2i": ["t2i"], "generate": ["generate"], "models": ["t2i", "generate"], "classifier": ["classifier"]}
 
 
 def load(path: Path) -> dict:
@@ -27,13 +32,31 @@ def is_stage(path: Path) -> bool:
 
 
 SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "trainer")
-STAGES = [p for p in SHIPPED if is_stage(p)]
+#: The toy world's configs are whole runs, one file each.
+TOY_STAGES = [p for p in SHIPPED if p.parent.name == "toyworld" and is_stage(p)]
 GRIDS = [p for p in SHIPPED if p.parent.name == "grids"]
-PARTS = [p for p in SHIPPED if p not in STAGES and p not in GRIDS]
+PARTS = [
+    (stage, p) for p in SHIPPED if p.parent != CONFIGS and p.parts[len(CONFIGS.parts)] in OVERLAYS and p not in GRIDS
+    for stage in OVERLAYS[p.parts[len(CONFIGS.parts)]]
+]
 
 
 def config_id(path: Path) -> str:
     return str(path.relative_to(CONFIGS))
+
+
+def test_every_shipped_config_is_covered():
+    covered = {CONFIGS / f"{name}.yaml" for name in STAGE_NAMES} | set(DATASETS) | set(TOY_STAGES) | set(GRIDS)
+    covered |= {part for _, part in PARTS}
+    covered.add(CONFIGS / "predict.yaml")  # runs end to end on a classifier checkpoint in test_classifier_predict.py
+    assert set(SHIPPED) - covered == set()
+
+
+def test_stage_configs_name_no_dataset():
+    names = [p.stem for p in DATASETS] + ["aircraft", "FGVCAircraft", "CUB200", "StanfordCars", "OxfordPets", "Flowers102"]
+    for stage in STAGE_NAMES:
+        text = "\n".join(line for line in (CONFIGS / f"{stage}.yaml").read_text().splitlines() if not line.startswith("#"))
+        assert not [name for name in names if name in text], stage
 
 
 @pytest.fixture(scope="module")
@@ -82,21 +105,27 @@ def check(cli) -> None:
         assert cli.datamodule.num_classes >= 2
 
 
-@pytest.mark.parametrize("config", STAGES, ids=config_id)
-def test_stage_config_instantiates(config, fake_roots, tmp_path):
+@pytest.mark.parametrize("dataset", DATASETS, ids=config_id)
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_stage_config_instantiates_with_each_dataset(stage, dataset, fake_roots, tmp_path):
+    check(instantiate([CONFIGS / f"{stage}.yaml", dataset], fake_roots, tmp_path))
+
+
+@pytest.mark.parametrize("config", TOY_STAGES, ids=config_id)
+def test_toy_world_config_instantiates(config, fake_roots, tmp_path):
     check(instantiate([config], fake_roots, tmp_path))
 
 
-@pytest.mark.parametrize("part", PARTS, ids=config_id)
-def test_config_part_instantiates_on_the_classifier_stage(part, fake_roots, tmp_path):
-    check(instantiate([CLASSIFIER_BASE, part], fake_roots, tmp_path))
+@pytest.mark.parametrize(("stage", "part"), PARTS, ids=lambda x: x if isinstance(x, str) else config_id(x))
+def test_overlay_instantiates_on_its_stage(stage, part, fake_roots, tmp_path):
+    check(instantiate([CONFIGS / f"{stage}.yaml", CONFIGS / "datasets" / "aircraft.yaml", part], fake_roots, tmp_path))
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=config_id)
 def test_grid_keys_are_cli_options(grid, fake_roots, tmp_path):
     backbone = CONFIGS / "classifier" / "backbones" / grid.name
     extra = [f"--{key}={values[-1]}" for key, values in load(grid).items()]
-    check(instantiate([CLASSIFIER_BASE, backbone], fake_roots, tmp_path, extra))
+    check(instantiate([*CLASSIFIER_BASE, backbone], fake_roots, tmp_path, extra))
 
 
 @pytest.mark.parametrize("preset", TRAINER_PRESETS, ids=lambda p: p.name)

@@ -147,7 +147,7 @@ def test_json_source_is_used_as_it_is(reader, tmp_path):
 
 
 def test_missing_source_says_what_is_accepted(reader, tmp_path):
-    with pytest.raises(SplitError, match="does not exist.*<k>shot folder"):
+    with pytest.raises(SplitError, match="does not exist.*Diff-II.*split_source: null"):
         load_split_source(tmp_path / "nope", reader, 5, seed=0, val_per_class=1)
 
 

@@ -1,6 +1,7 @@
 """Stage 3 end to end on a tiny random pipeline: counts, manifests, resume, refusal, DDP equivalence."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,7 +20,14 @@ from bob.data.synthetic_set import (
     read_manifest_lines,
     read_summary,
 )
-from tests.generation_world import CLASSES, generation_config, make_world, save_tiny_lora, single_thread  # noqa: F401
+from tests.generation_world import (  # noqa: F401
+    CLASSES,
+    generation_config,
+    make_world,
+    planned_lines,
+    save_tiny_lora,
+    single_thread,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -99,7 +107,7 @@ def test_two_ddp_processes_with_batch_2_make_the_same_set(bob_set, world, tmp_pa
         assert result.returncode == 0, result.stderr[-3000:]
 
     run_ddp()
-    assert (output / "manifest.jsonl").read_text() == (bob_set / "manifest.jsonl").read_text()
+    assert planned_lines(output) == planned_lines(bob_set)
     assert read_summary(output) == read_summary(bob_set)
     ddp, single = pixels(output), pixels(bob_set)
     for key, image in single.items():
@@ -110,7 +118,39 @@ def test_two_ddp_processes_with_batch_2_make_the_same_set(bob_set, world, tmp_pa
     # run must still finish (no rank left waiting) with the image made again.
     (output / read_manifest_lines(output)[5]["file"]).unlink()
     run_ddp()
-    assert read_summary(output)["complete"] and read_manifest_lines(output) == read_manifest_lines(bob_set)
+    assert read_summary(output)["complete"] and planned_lines(output) == planned_lines(bob_set)
+
+
+def test_a_finished_image_damaged_later_is_made_again_on_rerun(bob_set, world, tmp_path, caplog):
+    output = tmp_path / "checked"
+    config = generation_config(tmp_path / "gen.yaml", world, world["sd"], output, lora=world["lora"])
+    main(["predict", "-c", str(config)])
+    lines = read_manifest_lines(output)
+    for line in lines:
+        path = output / line["file"]
+        assert line["sha256"] == file_sha256(path) and line["bytes"] == path.stat().st_size
+    truncated, flipped = output / lines[4]["file"], output / lines[7]["file"]
+    originals = {path: np.asarray(Image.open(path), dtype=np.int16) for path in (truncated, flipped)}
+    untouched = {p: p.read_bytes() for p in (output / "images").rglob("*.png") if p not in originals}
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other content
+    flipped.write_bytes(bytes(data))
+
+    logger = logging.getLogger("bob")
+    logger.addHandler(caplog.handler)
+    try:
+        main(["predict", "-c", str(config)])
+    finally:
+        logger.removeHandler(caplog.handler)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "sha256" in r.getMessage()]
+    assert len(warned) == 1 and lines[4]["file"] in warned[0] and lines[7]["file"] in warned[0]
+    assert read_summary(output)["complete"] and planned_lines(output) == planned_lines(bob_set)
+    for path, pixels_before in originals.items():
+        assert np.abs(np.asarray(Image.open(path), dtype=np.int16) - pixels_before).max() <= 1  # made again
+    after = {line["file"]: line for line in read_manifest_lines(output)}
+    assert all(after[p.relative_to(output).as_posix()]["sha256"] == file_sha256(p) for p in originals)
+    assert all(p.read_bytes() == data for p, data in untouched.items())
 
 
 def test_killed_run_resumes_to_exactly_the_plan(world, tmp_path):
@@ -137,7 +177,7 @@ def test_killed_run_resumes_to_exactly_the_plan(world, tmp_path):
     assert not list(output.rglob("*.tmp"))
     assert all(p.read_bytes() == data for p, data in first_run.items())  # finished images untouched
     assert np.asarray(Image.open(output / "images/0002/00003.png")).std() > 0  # the orphan was regenerated
-    assert (output / "manifest.jsonl").read_text() == (world["root"] / "bob_set" / "manifest.jsonl").read_text()
+    assert planned_lines(output) == planned_lines(world["root"] / "bob_set")
 
     # Every image made, but the run died before assembling: a rerun with nothing to generate
     # (Lightning then skips the predict loop) still writes the manifests.
@@ -213,13 +253,16 @@ def test_fixed_contexts_and_top_up_counts_from_the_split(world, tmp_path):
     contexts.write_text("background\tpose\nlunar base\thovering\n")
     datamodule = GenerationDataModule(
         ClassFolders(str(world["data"]), descriptor="aircraft", name="toy"), output_dir=str(tmp_path / "out"),
-        strategy="fixed", context_file=str(contexts), top_up_to=7, real_multiplier=3,
-        shots=2, val_per_class=1, split_file=str(world["split_file"]),
+        strategy="fixed", context_file=str(contexts), top_up_to=40, real_repeats=3,
+        shots=None, imbalance_factor=2, val_per_class=1, split_file=str(tmp_path / "lt_split.json"),
     )
     items = datamodule.plan.items
-    assert Counter(i.class_name for i in items) == {name: 7 - 2 * 3 for name in CLASSES}
-    assert {i.prompt for i in items if i.class_name == "beta"} == {
-        "an aircraft photo of a beta in the lunar base background with the hovering pose"
+    real = dict(zip(CLASSES, datamodule.split.train_counts(), strict=True))
+    assert len(set(real.values())) > 1  # a long-tail split: the top-up differs between classes
+    assert Counter(i.class_name for i in items) == {name: 40 - n * 3 for name, n in real.items() if 40 - n * 3 > 0}
+    tail = items[-1].class_name
+    assert {i.prompt for i in items if i.class_name == tail} == {
+        f"an aircraft photo of a {tail} in the lunar base background with the hovering pose"
     }
 
 
@@ -230,9 +273,24 @@ def test_sampler_size_and_negative_prompt_options(world):
         str(world["sd"]), scheduler="dpm_solver", num_inference_steps=2, height=32, width=48,
         negative_prompt="blurry", lora=str(world["lora"]), lora_scale=0.5,
     )
-    generator.bind_paths({})
     generator.load("cpu")
     images = generator.generate(["an aircraft photo of a beta"] * 2, [1, 2])
     assert images.shape == (2, 32, 48, 3) and images.dtype == np.uint8
     assert not np.array_equal(images[0], images[1])
     assert generator.describe()["scheduler_class"] == "DPMSolverMultistepScheduler"
+
+
+def test_lora_placeholders_come_from_the_linked_data_and_a_writer_is_required(world, tmp_path):
+    from types import SimpleNamespace
+
+    from bob.data.errors import BobInputError
+    from bob.modules.generator import SyntheticImageGenerator
+
+    generator = SyntheticImageGenerator(str(world["sd"]), lora=str(world["lora"].parent / "{dataset}"),
+                                        path_values={"dataset": world["lora"].name})
+    assert generator.lora_weights().parent == world["lora"]
+    with pytest.raises(BobInputError, match=r"unknown placeholder 'arm'; the data fills \{dataset\}"):
+        SyntheticImageGenerator(lora="runs/{arm}", path_values={"dataset": "toy"}).lora_weights()
+    generator.trainer = SimpleNamespace(callbacks=[])
+    with pytest.raises(BobInputError, match="SyntheticSetWriter"):
+        generator.setup("predict")

@@ -1,15 +1,24 @@
-"""Generation inside another stage's run: missing images first, periodic refreshes, the classifier hook."""
+"""Generation inside the classifier's run: missing images first, periodic refreshes, the callback in a fit."""
 
 import pytest
+import yaml
 from lightning.pytorch import Trainer
 
+from bob.callbacks.on_the_fly_generation import OnTheFlyGeneration, ensure_synthetic_set
 from bob.cli import main
 from bob.data import ClassFolders, sample_fewshot_split
 from bob.data.errors import BobInputError
 from bob.data.synthetic_set import load_synthetic_records, read_manifest_lines, read_summary
-from bob.datamodules.on_the_fly import OnTheFlyGeneration, ensure_synthetic_set
+from bob.datamodules import RealSyntheticDataModule
 from tests.classifier_fixtures import timm_backbone, write_classifier_config
-from tests.generation_world import CLASSES, generation_config, make_world, save_tiny_lora, single_thread  # noqa: F401
+from tests.generation_world import (  # noqa: F401
+    CLASSES,
+    generation_config,
+    make_world,
+    planned_lines,
+    save_tiny_lora,
+    single_thread,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,11 +46,11 @@ def test_missing_images_are_made_then_a_fraction_is_refreshed(world, tmp_path):
     for line in lines[:2]:
         (output / line["file"]).unlink()
     kept = {line["file"]: (output / line["file"]).read_bytes() for line in lines[2:]}
-    generation = OnTheFlyGeneration(config, refresh_fraction=0.25, refresh_every_n_epochs=2)
-    generation.setup(trainer)
-    assert read_manifest_lines(output) == lines
+    generation = OnTheFlyGeneration(str(config), refresh_fraction=0.25, refresh_every_n_epochs=2)
+    generation.make_missing(trainer)
+    assert planned_lines(output) == [{k: v for k, v in line.items() if k not in ("bytes", "sha256")} for line in lines]
     assert all((output / file).read_bytes() == data for file, data in kept.items())
-    assert trainer.reload_dataloaders_every_n_epochs == 2
+    assert trainer.reload_dataloaders_every_n_epochs == 0  # refreshed files are read in place: no reload
 
     before = {line["key"]: line for line in read_manifest_lines(output)}
     trainer.fit_loop.epoch_progress.current.completed = 1
@@ -62,7 +71,7 @@ def test_generation_for_other_shots_is_refused(world, tmp_path):
     config = generation_config(tmp_path / "gen.yaml", world, world["sd"], tmp_path / "set", lora=world["lora"])
     other = sample_fewshot_split(ClassFolders(world["data"], descriptor="aircraft", name="toy"), 3, 0, 1)
     with pytest.raises(BobInputError, match="other training shots"):
-        OnTheFlyGeneration(config).setup(cpu_trainer(), other)
+        OnTheFlyGeneration(str(config)).check_same_shots(other)
     assert not (tmp_path / "set").exists()
 
 
@@ -74,10 +83,13 @@ def test_classifier_generates_its_synthetic_set_before_training_and_refreshes_it
         tmp_path / "generate.yaml", shared, world["sd"], output, lora=world["lora"],
         data={"strategy": "none", "caption_bank": None, "val_per_class": 2, "images_per_class": 2},
     )
-    config = write_classifier_config(
-        tmp_path, timm_backbone(), synthetic=False,
-        data_args={"synthetic": str(generation), "refresh_fraction": 0.5, "refresh_every_n_epochs": 1, "real_repeats": 1},
-    )
+    config = write_classifier_config(tmp_path, timm_backbone(), synthetic=False, data_args={"real_repeats": 1})
+    run = yaml.safe_load(config.read_text())
+    run["trainer"]["callbacks"].append({
+        "class_path": "OnTheFlyGeneration",
+        "init_args": {"config": str(generation), "refresh_fraction": 0.5, "refresh_every_n_epochs": 1},
+    })
+    config.write_text(yaml.safe_dump(run, sort_keys=False))
     main([
         "fit", "-c", str(config), "--trainer.max_epochs=2", "--trainer.limit_train_batches=1",
         "--trainer.limit_val_batches=1", "--model.init_args.test_after_fit=false",
@@ -85,5 +97,10 @@ def test_classifier_generates_its_synthetic_set_before_training_and_refreshes_it
     lines = read_manifest_lines(output)
     summary = read_summary(output)
     assert summary["complete"] and len(lines) == 6
-    assert summary["refresh_rounds"] == [1]  # epoch 1 rebuilt the training data after a refresh
+    assert summary["refresh_rounds"] == [1]  # epoch 1 started with a refresh
     assert sum(line["round"] == 1 for line in lines) == 3
+
+
+def test_a_generation_config_as_the_synthetic_folder_points_to_the_callback(world, tmp_path):
+    with pytest.raises(BobInputError, match="OnTheFlyGeneration"):
+        RealSyntheticDataModule(ClassFolders(world["data"], descriptor="aircraft", name="toy"), synthetic="gen.yaml")

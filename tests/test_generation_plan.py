@@ -36,7 +36,7 @@ def plan(strategy="marginal", counts=(40, 40, 40), contexts=None, template=CONTE
 def test_counts_per_class_and_long_tail_rule():
     assert images_per_class(CLASSES, [5, 5, 5], 100) == [100, 100, 100]
     assert images_per_class(CLASSES, [5, 5, 5], {"F/A-18": 7}) == [0, 7, 0]
-    # PAPER.md: max(0, 200 - n_real(c) * m), so tail classes get the most images.
+    # The paper: max(0, 200 - n_real(c) * m), so tail classes get the most images.
     assert images_per_class(CLASSES, [40, 10, 1], top_up_to=200, real_multiplier=6) == [0, 140, 194]
 
 
@@ -159,3 +159,15 @@ def test_refresh_selects_a_fraction_with_fresh_seeds_and_contexts():
     assert sum(i.context_source != made.by_key[i.key].context_source for i in first) >= 10
     with pytest.raises(GenerationPlanError):
         made.select_for_refresh(0.0, round=1)
+
+
+def test_index_seed_scope_shares_noise_and_contexts_across_classes_as_the_release_did():
+    shared = GenerationPlan(CLASSES, CLASSES, [6, 6, 6], CONTEXT, "marginal", bank(), 42, seed_scope="index")
+    by_class = {c: [i for i in shared.items if i.class_name == c] for c in CLASSES}
+    for a, b in zip(by_class["707-320"], by_class["A380"], strict=True):
+        assert a.seed == b.seed and a.context_source == b.context_source and a.prompt != b.prompt
+    assert len({i.seed for i in by_class["A380"]}) == 6  # distinct within a class
+    own = plan(counts=(6, 6, 6), seed=42)
+    assert own.fingerprint != shared.fingerprint and shared.describe()["seed_scope"] == "index"
+    with pytest.raises(GenerationPlanError, match="seed_scope"):
+        GenerationPlan(CLASSES, CLASSES, [1, 1, 1], CONTEXT, "marginal", bank(), 0, seed_scope="class")

@@ -115,3 +115,21 @@ def test_jpeg_format_and_bad_format(tmp_path, plan):
     assert path.suffix == ".jpg" and Image.open(path).format == "JPEG"
     with pytest.raises(SyntheticSetError, match="image_format"):
         SyntheticSetFolder(tmp_path, image_format="gif")
+
+
+def test_recheck_deletes_what_no_longer_matches_its_hash(tmp_path, plan):
+    folder = SyntheticSetFolder(tmp_path / "set")
+    folder.start(IDENTITY, {"class_names": CLASSES})
+    for n, item in enumerate(plan.items):
+        folder.write(item, image(n), {})
+    folder.finish([i.key for i in plan.items], {})
+    fresh = SyntheticSetFolder(tmp_path / "set")  # another run: nothing verified yet
+    damaged = tmp_path / "set" / fresh.image_file(plan.items[1].key)
+    damaged.write_bytes(damaged.read_bytes()[:-4])
+    # A line from before hashes were recorded is kept unchecked.
+    lines = read_manifest_lines(tmp_path / "set")
+    del lines[2]["sha256"], lines[2]["bytes"]
+    (tmp_path / "set" / MANIFEST_LINES).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert fresh.recheck() == [plan.items[1].key]
+    assert not damaged.exists() and fresh.done_keys() == {i.key for i in plan.items} - {plan.items[1].key}
+    assert fresh.recheck() == []

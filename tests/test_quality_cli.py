@@ -114,7 +114,8 @@ def test_identical_set_scores_zero_and_shifted_set_is_worse(world, tmp_path):
     root, copy, bright = world
     cli = main(["test", "-c", str(write_config(tmp_path, root, copy, logger={"class_path": "bob.loggers.WandbLogger"}))])
     assert cli.datamodule.include_real
-    tables = list((tmp_path / "runs" / "wandb").glob("offline-run-*/files/media/table/quality/per_class_*.table.json"))
+    run = tmp_path / "runs" / cli.trainer.logger.name / cli.trainer.logger.version  # the run's own folder
+    tables = list((run / "wandb").glob("offline-run-*/files/media/table/quality/per_class_*.table.json"))
     assert len(tables) == 1 and len(json.loads(tables[0].read_text())["data"]) == 3
     same = report_of(copy)
     assert [row["class_name"] for row in same["classes"]] == CLASSES

@@ -1,3 +1,4 @@
+import shutil
 import time
 
 import pytest
@@ -121,6 +122,19 @@ def test_uncached_model_id_fails_at_once_offline(tmp_path):
     with pytest.raises(BobInputError, match="not in the local Hugging Face cache"):
         module.configure_model()
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(("remove", "message"), [
+    ("unet", r"has no unet/ subfolder"),
+    ("vae/diffusion_pytorch_model.safetensors", r"has vae/ but no \*\.safetensors"),
+])
+def test_incomplete_local_model_names_the_missing_part(tmp_path, tiny_sd_path, remove, message):
+    copy = tmp_path / "sd"
+    shutil.copytree(tiny_sd_path, copy)
+    target = copy / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(BobInputError, match=message):
+        LoRAFineTuner(base_model=str(copy), prompt_names=["a"]).configure_model()
 
 
 def test_effective_batch_sets_gradient_accumulation(tmp_path, tiny_sd_path):

@@ -1,13 +1,16 @@
+import os
+import stat
+
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from lightning.pytorch import Callback
 from safetensors import safe_open
 
 from bob.cli import main
 from bob.data.errors import BobInputError
-from bob.modules import LoRAFineTuner
-from bob.modules.diffusion.lora import LORA_WEIGHTS_FILE, load_lora
+from bob.modules import LoRAFineTuner, SyntheticImageGenerator
+from bob.modules.diffusion.lora import LORA_WEIGHTS_FILE, attach_lora, save_lora_weights
 from tests.t2i_fixtures import fit_config, make_world, manifest, one_torch_thread  # noqa: F401
 
 
@@ -32,10 +35,11 @@ def test_exported_adapter_reproduces_the_in_training_model(tmp_path, tiny_sd_pat
     assert any(k.startswith("unet.") for k in keys) and any(k.startswith("text_encoder.") for k in keys)
     fresh = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, use_safetensors=True)
     base = generate(fresh, prompts)
-    exported = load_lora(fresh, folder)
-    reloaded = generate(fresh, prompts)
+    # The generation stage's own loading path: the adapter folder, checked, loaded and fused.
+    generator = SyntheticImageGenerator(str(tiny_sd_path), lora=str(folder), dtype="float32")
+    reloaded = generate(generator.load("cpu"), prompts)
 
-    assert exported["lora"]["unet"]["alpha"] == 8.0  # alpha != rank: the loader must read the metadata
+    assert generator.lora_manifest["lora"]["unet"]["alpha"] == 8.0  # alpha != rank: the loader must read the metadata
     assert (reloaded - base).abs().max() > 1e-3  # the adapter changes the images ...
     torch.testing.assert_close(reloaded, in_training, atol=1e-4, rtol=1e-4)  # ... exactly as in training
 
@@ -44,9 +48,8 @@ def test_adapter_with_a_changed_weights_file_is_refused(tmp_path, tiny_sd_path):
     main(["fit", "-c", str(fit_config(tmp_path, make_world(tmp_path), tiny_sd_path, trainer={"max_steps": 1}))])
     weights = tmp_path / "lora" / LORA_WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:-1] + b" ")
-    fresh = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, use_safetensors=True)
     with pytest.raises(BobInputError, match="sha256"):
-        load_lora(fresh, tmp_path / "lora")
+        SyntheticImageGenerator(str(tiny_sd_path), lora=str(tmp_path / "lora")).load("cpu")
 
 
 class RecordRestoredWeights(Callback):
@@ -87,3 +90,15 @@ def test_checkpoints_hold_only_lora_weights_and_resume(tmp_path, tiny_sd_path):
     other_rank.configure_model()
     with pytest.raises(BobInputError, match="other LoRA ranks"):
         other_rank.on_load_checkpoint(saved)
+
+
+def test_exported_adapter_file_gets_the_permissions_of_a_plain_open(tmp_path, tiny_sd_path):
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd_path, subfolder="unet")
+    attach_lora(unet, rank=2, alpha=2.0, targets=["to_q"], init="gaussian", component="UNet")
+    previous = os.umask(0o022)
+    try:
+        weights = save_lora_weights(tmp_path / "lora", unet)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o644  # readable by the team sharing runs/, not 0600
+    assert [p.name for p in weights.parent.iterdir()] == [LORA_WEIGHTS_FILE]  # no temporary folder left

@@ -10,10 +10,10 @@ from bob.data.caption_bank import CaptionBank
 from bob.data.datasets.folders import ClassFolders
 from bob.data.errors import BobInputError
 from bob.data.splits import FewShotSplit
+from bob.metrics.dependence import class_background_dependence
 from bob.toyworld.captions import broad_caption
 from bob.toyworld.contexts import BACKGROUNDS, POSES
 from bob.toyworld.dataset import home_background, read_world, write_dataset
-from bob.toyworld.dependence import class_background_dependence
 from bob.toyworld.meter import ContextMeter
 from bob.toyworld.render import Scene, render
 from bob.toyworld.tokenizer import build_tokenizer, caption_words

@@ -12,10 +12,7 @@ from bob.toyworld.pipeline import ARMS, PipelineSettings, ToyWorldPipeline, defa
 @pytest.mark.slow
 def test_toy_world_runs_every_stage_and_reports(tmp_path):
     assert (default_prior() / "model_index.json").is_file(), "the toy prior must ship inside the package"
-    settings = PipelineSettings(
-        num_classes=4, val_per_class=2, test_per_class=3, lora_steps=2, lora_batch_size=4,
-        images_per_class=2, generation_steps=2, classifier_epochs=1, classifier_batch_size=8, real_repeats=1,
-    )
+    settings = PipelineSettings.tiny()
     pipeline = ToyWorldPipeline(tmp_path / "run", settings)
     summary = pipeline.run()
     out = pipeline.out

@@ -57,7 +57,7 @@ def tiny_clip_text_config(vocab_size: int, hidden_size: int = 32):
 def save_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
     """Save a random-weight Stable Diffusion pipeline (64 px images, 8x8 latents) as a diffusers folder.
 
-    The UNet has the attention projections PAPER.md's LoRA targets (``to_q``... ``add_k_proj``
+    The UNet has the attention projections the paper's LoRA targets (``to_q``... ``add_k_proj``
     only exists in SD-XL-style blocks, as in the real SD 2.1 UNet which lacks them too).
     """
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel

@@ -13,9 +13,11 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from bob.artifacts import link_stage_artifacts, stage_artifact
 from bob.atomic import atomic_write_json
 from bob.data.caption_bank import CaptionBank, CaptionBankError, CaptionRecord
 from bob.data.fingerprints import file_sha256
+from bob.datamodules.surface import CaptionData, stage_data
 from bob.versions import package_versions
 
 log = logging.getLogger(__name__)
@@ -45,14 +47,14 @@ class CaptionWriter(BasePredictionWriter):
     Works with any module whose ``predict_step`` returns a list of per-image dicts with
     ``sample_id``, ``class_name`` and either ``attributes`` (attribute -> text, optionally
     ``raw`` and ``notes`` as in `CaptionRecord`) or ``error`` (why the image has no caption).
-    A module may expose ``caption_settings`` (a dict) and ``attributes`` (prompt order).
+    A module may expose ``caption_settings`` (a dict) and ``attributes`` (prompt order). The
+    DataModule names the images the bank must describe and leaves out those already captioned
+    (`CaptionData`, as `CaptionDataModule` does).
 
-    Resuming: images already in ``output_dir/samples/`` are skipped by a rerun when the
-    datamodule offers ``exclude_from_predict(sample_ids)`` (`CaptionDataModule` does); failed
-    images are retried. A folder holding captions made with other ``caption_settings`` is refused. With a
-    datamodule that offers ``caption_targets`` (the images the bank must describe), captions of
-    images outside the targets are an error, and the bank is ``complete`` only when every
-    target has a caption; otherwise the manifest and the log name the failed and missing ones.
+    Resuming: images already in ``output_dir/samples/`` are skipped by a rerun; failed images
+    are retried. A folder holding captions made with other ``caption_settings`` is refused.
+    Captions of images outside the targets are an error, and the bank is ``complete`` only when
+    every target has a caption; otherwise the manifest and the log name the failed and missing ones.
 
     Args:
         output_dir: the caption bank folder; ``{dataset}``, ``{sampling}`` (``5shot``,
@@ -64,38 +66,27 @@ class CaptionWriter(BasePredictionWriter):
         self.output_dir_template = output_dir
         self.output_dir: Path | None = None
 
-    def _resolve_output_dir(self, datamodule: Any) -> Path:
-        return datamodule.format_path(self.output_dir_template, "CaptionWriter output_dir")
-
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "predict":
             return
-        datamodule = trainer.datamodule
-        self.output_dir = self._resolve_output_dir(datamodule)
+        datamodule = stage_data(trainer, "CaptionWriter", CaptionData)
+        self.output_dir = datamodule.format_path(self.output_dir_template, "CaptionWriter output_dir")
         settings = getattr(pl_module, "caption_settings", None)
         done = trainer.strategy.broadcast(
             sorted(read_entries(self.output_dir / SAMPLES_DIR)) if trainer.is_global_zero else None, src=0
         )
         if done:
             self._check_settings(settings)  # on every rank, so that all stop together
-        targets = getattr(datamodule, "caption_targets", None)
-        if targets is not None:
-            extra = sorted(set(done) - {r.sample_id for r in targets})
-            if extra:
-                raise CaptionBankError(
-                    f"{self.output_dir} holds captions of {len(extra)} image(s) that are not training images of "
-                    f"this split, e.g. {extra[:3]}; it was made for another split: use another output_dir"
-                )
+        targets = datamodule.caption_targets
+        extra = sorted(set(done) - {r.sample_id for r in targets})
+        if extra:
+            raise CaptionBankError(
+                f"{self.output_dir} holds captions of {len(extra)} image(s) that are not training images of "
+                f"this split, e.g. {extra[:3]}; it was made for another split: use another output_dir"
+            )
         if done:
-            if hasattr(datamodule, "exclude_from_predict"):
-                datamodule.exclude_from_predict(done)
-                total = f" of {len(targets)}" if targets is not None else ""
-                rank_zero_info(f"{self.output_dir}: {len(done)}{total} image(s) captioned by an earlier run are skipped")
-            else:
-                log.warning(
-                    "%s has %d earlier caption(s), but %s cannot skip images: they are captioned again",
-                    self.output_dir, len(done), type(datamodule).__name__,
-                )
+            datamodule.exclude_from_predict(done)
+            rank_zero_info(f"{self.output_dir}: {len(done)} of {len(targets)} image(s) captioned by an earlier run are skipped")
         trainer.strategy.barrier("caption_writer_setup")
         if trainer.is_global_zero and settings is not None:
             atomic_write_json(self.output_dir / SETTINGS_FILE, settings)
@@ -140,6 +131,7 @@ class CaptionWriter(BasePredictionWriter):
         trainer.strategy.barrier("caption_writer_done")
         if trainer.is_global_zero:
             bank = self.assemble(trainer, pl_module)
+            link_stage_artifacts(trainer, [], stage_artifact("caption_bank", self.output_dir))
             for logger in trainer.loggers:
                 logger.log_metrics(
                     {
@@ -153,26 +145,25 @@ class CaptionWriter(BasePredictionWriter):
 
     def assemble(self, trainer: Trainer, pl_module: LightningModule) -> CaptionBank:
         """Build and save the bank from the per-image files; log what is missing."""
-        datamodule = trainer.datamodule
+        datamodule = stage_data(trainer, "CaptionWriter", CaptionData)
         records = [CaptionRecord(**entry) for entry in read_entries(self.output_dir / SAMPLES_DIR).values()]
         captioned = {r.sample_id for r in records}
-        targets = getattr(datamodule, "caption_targets", None)
-        target_ids = {r.sample_id for r in targets} if targets is not None else None
+        target_ids = {r.sample_id for r in datamodule.caption_targets}
         failed = {
             sample_id: entry["error"]
             for sample_id, entry in read_entries(self.output_dir / FAILED_DIR).items()
-            if sample_id not in captioned and (target_ids is None or sample_id in target_ids)
+            if sample_id not in captioned and sample_id in target_ids
         }
-        missing = sorted(target_ids - captioned - set(failed)) if target_ids is not None else []
+        missing = sorted(target_ids - captioned - set(failed))
         attributes = getattr(pl_module, "attributes", None) or (list(records[0].attributes) if records else [])
         manifest = {
             "source": "captioner",
             "complete": not failed and not missing,
-            "num_expected": len(targets) if targets is not None else None,
+            "num_expected": len(target_ids),
             "failed": dict(sorted(failed.items())),
             "missing": missing,
             "captioner": getattr(pl_module, "caption_settings", None) or type(pl_module).__name__,
-            "descriptor": getattr(datamodule, "descriptor", None),
+            "descriptor": datamodule.descriptor,
             "split": self._split_fingerprint(datamodule),
             "world_size": trainer.world_size,
             "versions": package_versions(),
@@ -192,14 +183,14 @@ class CaptionWriter(BasePredictionWriter):
         return bank
 
     @staticmethod
-    def _split_fingerprint(datamodule: Any) -> dict[str, Any] | None:
-        split_file = getattr(datamodule, "split_file", None)
-        if split_file is None or not Path(split_file).is_file():
+    def _split_fingerprint(datamodule: CaptionData) -> dict[str, Any] | None:
+        split_file = datamodule.split_file
+        if not split_file.is_file():
             return None
         return {
             "file": str(split_file),
             "sha256": file_sha256(split_file),
-            "dataset": getattr(getattr(datamodule, "dataset", None), "name", None),
-            "sampling": getattr(datamodule, "sampling", None),
-            "seed": getattr(datamodule, "seed", None),
+            "dataset": datamodule.dataset.name,
+            "sampling": datamodule.sampling,
+            "seed": datamodule.seed,
         }

@@ -9,10 +9,13 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 
+from bob.artifacts import link_stage_artifacts, stage_artifact
 from bob.atomic import atomic_write_json
-from bob.callbacks.sample_grid import run_folder
 from bob.data.caption_bank import RECORDS_FILE
-from bob.modules.diffusion.lora import LORA_MANIFEST_FILE, LORA_WEIGHTS_FILE, file_sha256
+from bob.data.fingerprints import file_sha256
+from bob.datamodules.surface import StageData, stage_data
+from bob.modules.diffusion.lora import LORA_MANIFEST_FILE, LORA_WEIGHTS_FILE
+from bob.runs import run_folder
 from bob.versions import package_versions
 
 
@@ -20,20 +23,16 @@ def _fingerprint(path: Path) -> str | None:
     return file_sha256(path) if path.is_file() else None
 
 
-def data_provenance(datamodule: Any) -> dict[str, Any]:
+def data_provenance(datamodule: StageData) -> dict[str, Any]:
     """Which real images and captions the adapter was trained on, with file fingerprints."""
-    if datamodule is None:
-        return {}
-    provenance: dict[str, Any] = {"datamodule": type(datamodule).__name__}
-    split_file = getattr(datamodule, "split_file", None)
-    if split_file is not None:
-        provenance.update(split_file=str(split_file), split_sha256=_fingerprint(Path(split_file)))
-        split = datamodule.split
-        provenance.update(
-            dataset=split.dataset, sampling=getattr(datamodule, "sampling", None), shots=split.shots,
-            seed=split.seed, num_train_images=len(split.train),
-        )
-    bank_path = getattr(datamodule, "caption_bank_path", None)
+    split, split_file = datamodule.split, datamodule.split_file
+    provenance: dict[str, Any] = {
+        "datamodule": type(datamodule).__name__,
+        "split_file": str(split_file), "split_sha256": _fingerprint(split_file),
+        "dataset": split.dataset, "sampling": datamodule.sampling, "shots": split.shots,
+        "seed": split.seed, "num_train_images": len(split.train),
+    }
+    bank_path = datamodule.caption_bank_path
     if bank_path is not None:
         provenance.update(caption_bank=str(bank_path), caption_bank_sha256=_fingerprint(Path(bank_path) / RECORDS_FILE))
     return provenance
@@ -64,10 +63,10 @@ class LoRAExport(Callback):
         if not hasattr(pl_module, "save_lora"):
             raise TypeError(f"LoRAExport needs a LoRA fine-tuning module, got {type(pl_module).__name__}")
         run = run_folder(trainer)  # collective under DDP: every rank calls it
-        self._folder = self.resolve(trainer.datamodule) if self.dirpath is not None else run / "lora"
+        self._folder = self.resolve(stage_data(trainer, "LoRAExport")) if self.dirpath is not None else run / "lora"
         self._started = time.time()
 
-    def resolve(self, datamodule: Any) -> Path:
+    def resolve(self, datamodule: StageData) -> Path:
         return datamodule.format_path(self.dirpath, "LoRAExport dirpath")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -82,6 +81,7 @@ class LoRAExport(Callback):
         (folder / LORA_MANIFEST_FILE).unlink(missing_ok=True)
         pl_module.save_lora(str(folder))
         hp = dict(pl_module.hparams)
+        data = stage_data(trainer, "LoRAExport")
         manifest = {
             "kind": "bob.lora",
             "weights_file": LORA_WEIGHTS_FILE,
@@ -90,6 +90,7 @@ class LoRAExport(Callback):
             "revision": hp["revision"],
             "prompt_mode": pl_module.prompt_mode,
             "template": pl_module.template.template,
+            "prompt_fit": pl_module.prompt_fit_summary(data),
             "descriptor": pl_module.template.descriptor,
             "prompt_names": pl_module.prompt_names,
             "class_names": pl_module.class_names,
@@ -108,7 +109,7 @@ class LoRAExport(Callback):
                 "epochs_completed": trainer.current_epoch,
                 "max_epochs": trainer.max_epochs,
                 "world_size": trainer.world_size,
-                "per_device_batch_size": getattr(trainer.datamodule, "batch_size", None),
+                "per_device_batch_size": data.batch_size,
                 "accumulate_grad_batches": trainer.accumulate_grad_batches,
                 "effective_batch_size": hp["effective_batch_size"],
                 "precision": str(trainer.precision),
@@ -116,7 +117,7 @@ class LoRAExport(Callback):
                 "final_loss": _metric(trainer, "train/loss_epoch"),
                 "seconds": round(time.time() - self._started, 1),
             },
-            "data": data_provenance(trainer.datamodule),
+            "data": data_provenance(data),
             "hyperparameters": {
                 k: v for k, v in pl_module.init_arguments().items() if k not in ("prompt_names", "class_names")
             },
@@ -125,6 +126,8 @@ class LoRAExport(Callback):
         }
         atomic_write_json(folder / LORA_MANIFEST_FILE, manifest)
         rank_zero_info(f"wrote LoRA adapter {folder / LORA_WEIGHTS_FILE} (step {trainer.global_step})")
+        bank = data.caption_bank_path
+        link_stage_artifacts(trainer, [stage_artifact("caption_bank", bank)] if bank else [], stage_artifact("lora", folder))
         return folder
 
 

@@ -13,18 +13,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torchvision.utils import make_grid
 
-
-def run_folder(trainer: Trainer) -> Path:
-    """This run's own folder, as `ModelCheckpoint` places ``checkpoints/``: ``<save_dir>/<name>/<version>``.
-
-    A collective call under DDP (rank 0 decides, as the logger's version may exist there only).
-    """
-    folder = Path(trainer.default_root_dir)
-    if trainer.loggers and trainer.is_global_zero:
-        logger = trainer.loggers[0]
-        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-        folder = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
-    return Path(trainer.strategy.broadcast(str(folder)))
+from bob.datamodules.surface import stage_data
+from bob.runs import run_folder
 
 
 def evenly_spaced(count: int, total: int) -> list[int]:
@@ -88,8 +78,7 @@ class SampleGrid(Callback):
         classes = evenly_spaced(self.num_classes, len(pl_module.prompt_names))
         contexts: list[dict[str, str] | None] = [None] * self.num_contexts
         if pl_module.template.attributes:
-            bank = trainer.datamodule.caption_bank
-            pool = bank.contexts()
+            pool = stage_data(trainer, "SampleGrid").caption_bank.contexts()
             contexts = random.Random(self.seed).sample(pool, min(self.num_contexts, len(pool)))
         return [pl_module.prompt(label, context) for label in classes for context in contexts], len(contexts)
 

@@ -16,11 +16,12 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
+from bob.artifacts import StageArtifact, link_stage_artifacts, stage_artifact
 from bob.atomic import atomic_write
-from bob.data.errors import BobInputError
 from bob.data.generation_plan import PlanItem
 from bob.data.images import load_rgb
 from bob.data.synthetic_set import SyntheticSetFolder
+from bob.datamodules.surface import GenerationData, stage_data
 from bob.versions import package_versions
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,26 @@ log = logging.getLogger(__name__)
 PREVIEW_FILE = "preview.jpg"
 
 
-def set_identity(pl_module: Any, datamodule: Any) -> dict[str, Any]:
+def set_identity(pl_module: Any, datamodule: GenerationData) -> dict[str, Any]:
     """The recipe a synthetic folder is bound to: model, adapter, sampler, plan and file format."""
     return {"generator": pl_module.identity(), "data": datamodule.identity()}
 
 
-def set_summary(pl_module: Any, datamodule: Any) -> dict[str, Any]:
+def set_summary(pl_module: Any, datamodule: GenerationData) -> dict[str, Any]:
     """``manifest.json`` fields beyond the identity: plan description, inputs, versions."""
     return {**datamodule.describe(), "generator": pl_module.describe(), "versions": package_versions()}
+
+
+def generation_inputs(pl_module: Any, datamodule: GenerationData) -> list[StageArtifact]:
+    """The stage outputs a synthetic set is made from: the LoRA adapter and the caption bank."""
+    inputs = []
+    weights = pl_module.lora_weights()
+    if weights is not None:
+        inputs.append(stage_artifact("lora", weights.parent))
+    bank = datamodule.describe()["inputs"]["caption_bank"]
+    if bank is not None:
+        inputs.append(stage_artifact("caption_bank", bank))
+    return inputs
 
 
 def preview_grid(folder: SyntheticSetFolder, planned: list[PlanItem], classes: int, columns: int, size: int) -> Image.Image | None:
@@ -121,21 +134,10 @@ class SyntheticSetWriter(BasePredictionWriter):
         self._writes: BackgroundWrites | None = None
         self._started = 0.0
 
-    @staticmethod
-    def _datamodule(trainer: Trainer) -> Any:
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "plan") or not hasattr(datamodule, "folder"):
-            raise BobInputError(
-                f"SyntheticSetWriter needs the GenerationDataModule, got {type(datamodule).__name__}; "
-                "set data.class_path: GenerationDataModule"
-            )
-        return datamodule
-
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "predict":
             return
-        datamodule = self._datamodule(trainer)
-        pl_module.bind_paths(datamodule.path_values())
+        datamodule = stage_data(trainer, "SyntheticSetWriter", GenerationData)
         pl_module.check_available()
         trained_with, template = pl_module.lora_manifest.get("template"), datamodule.plan.template.template
         if trained_with is not None and trained_with != template:
@@ -160,10 +162,11 @@ class SyntheticSetWriter(BasePredictionWriter):
         self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch_indices: Any,
         batch: Any, batch_idx: int, dataloader_idx: int = 0,
     ) -> None:
-        datamodule = trainer.datamodule
+        datamodule = stage_data(trainer, "SyntheticSetWriter", GenerationData)
         extra = pl_module.line_fields()
-        for key, image in zip(prediction["sample_id"], prediction["image"], strict=True):
-            self._writes.submit(datamodule.folder.write, datamodule.plan.by_key[key], image, extra)
+        # The items as generated: a prompt fitted to the token limit is recorded as it was used.
+        for item, image in zip(prediction["item"], prediction["image"], strict=True):
+            self._writes.submit(datamodule.folder.write, item, image, extra)
 
     def _close_writes(self) -> None:
         if self._writes is not None:
@@ -185,10 +188,10 @@ class SyntheticSetWriter(BasePredictionWriter):
         self._close_writes()
         trainer.strategy.barrier("synthetic_written")
         if trainer.is_global_zero:
-            self.finish(trainer, pl_module, trainer.datamodule)
+            self.finish(trainer, pl_module, stage_data(trainer, "SyntheticSetWriter", GenerationData))
         trainer.strategy.barrier("synthetic_finished")
 
-    def finish(self, trainer: Trainer, pl_module: LightningModule, datamodule: Any) -> None:
+    def finish(self, trainer: Trainer, pl_module: LightningModule, datamodule: GenerationData) -> None:
         """Assemble the manifests, then report and log a preview (rank 0)."""
         seconds = time.perf_counter() - self._started
         summary = datamodule.folder.finish([i.key for i in datamodule.plan.items], set_summary(pl_module, datamodule))
@@ -206,8 +209,9 @@ class SyntheticSetWriter(BasePredictionWriter):
                 step=0,
             )
         self.log_preview(trainer, datamodule)
+        link_stage_artifacts(trainer, generation_inputs(pl_module, datamodule), stage_artifact("synthetic_set", datamodule.output_dir))
 
-    def log_preview(self, trainer: Trainer, datamodule: Any) -> None:
+    def log_preview(self, trainer: Trainer, datamodule: GenerationData) -> None:
         grid = preview_grid(
             datamodule.folder, datamodule.plan.items, self.preview_classes, self.preview_images, self.preview_size
         )

@@ -188,7 +188,7 @@ class CaptionBank:
         if not manifest_path.is_file() or not records_path.is_file():
             raise CaptionBankError(
                 f"no caption bank at {folder} (expected {MANIFEST_FILE} and {RECORDS_FILE}); "
-                "run the caption stage (`python main.py predict -c configs/<dataset>/captions.yaml`) "
+                "run the caption stage (`python main.py predict -c configs/captions.yaml -c configs/datasets/<dataset>.yaml`) "
                 "or import the published TSV files"
             )
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

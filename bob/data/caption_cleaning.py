@@ -30,6 +30,11 @@ _NAME_SEPARATORS = re.compile(r"[\s_]+")
 _ARTICLE_BEFORE = re.compile(r"\b(a|an|A|An|AN)\s+$")
 
 
+def strip_trailing_periods(text: str) -> str:
+    """The authors' only cleaning of a published caption: surrounding blanks and trailing periods go."""
+    return text.strip().rstrip(".")
+
+
 def normalize_answer(text: str) -> str:
     """One line, single spaces, no trailing period (the released code strips the period too)."""
     return _TRAILING_PERIODS.sub("", _WHITESPACE.sub(" ", text).strip())

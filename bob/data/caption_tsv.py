@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from jsonargparse import auto_cli
 
 from bob.atomic import atomic_write_text
 from bob.data.caption_bank import DEFAULT_ATTRIBUTES, CaptionBank, CaptionBankError, CaptionRecord
-from bob.data.caption_cleaning import LeakRedactor, normalize_answer
+from bob.data.caption_cleaning import LeakRedactor, strip_trailing_periods
 from bob.data.datasets.base import DatasetReader
 from bob.data.fingerprints import file_sha256
 from bob.data.folder_names import folder_key
@@ -71,11 +72,31 @@ def read_tsv_pair(folder: str | Path, attributes: Iterable[str] = DEFAULT_ATTRIB
                 f"{len(only_other)} only in {attribute}.tsv (e.g. {only_other[:3]}); "
                 "both files must describe the same images"
             )
+    if not keys:
+        raise CaptionBankError(
+            f"{folder}: {', '.join(f'{a}.tsv' for a in attributes)} hold only the header line, no caption; "
+            "point at the folder of the published TSV files"
+        )
     return {image: {a: per_attribute[a][image] for a in attributes} for image in per_attribute[first]}
 
 
 def _path_parts(image: str) -> list[str]:
     return [p for p in image.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+
+
+def split_folder_key(image: str) -> str:
+    """The sample id a Diff-II split folder gives the image an authors' TSV key names.
+
+    The release keys captions by paths on the authors' disk
+    (``../dataset/datasets/aircraft/5shot/train/707-320/2.jpg``); bob names the images of a
+    split folder from the folder above ``train`` (``5shot/train/707-320/2.jpg``,
+    ``imb_cub_0.01/train/<class>/<n>.jpg``). Keys without a ``train/<class>/<file>`` tail are
+    kept as they are.
+    """
+    parts = _path_parts(image)
+    if len(parts) >= 4 and parts[-3] == "train":
+        return "/".join(parts[-4:])
+    return image
 
 
 def match_images_to_records(images: Iterable[str], train: list[ImageRecord]) -> dict[str, ImageRecord]:
@@ -125,27 +146,32 @@ def import_tsv_bank(
     train: list[ImageRecord] | None = None,
     class_names: list[str] | None = None,
     descriptor: str | None = None,
+    redact_leaks: bool = False,
 ) -> CaptionBank:
     """A `CaptionBank` from the released TSV files in ``folder``.
 
     With ``train`` the images are matched to the split's training images (sample ids and
-    classes from the split); without it, sample ids are the TSV keys and classes the keys'
-    parent folders, mapped onto ``class_names`` when given (the bank then serves context
-    sampling, which needs no image of the split). Answers are cleaned as the caption stage
-    cleans them; with ``descriptor`` mentions of the image's class are redacted too.
+    classes from the split); without it, sample ids are those a Diff-II split folder gives the
+    images (`split_folder_key`) and classes the keys' parent folders, mapped onto
+    ``class_names`` when given, so the bank of a published TSV pair fits the run that uses
+    the same Diff-II folder as its ``split_source``. Answers keep their published text: only
+    surrounding blanks and trailing periods are stripped, as the authors' code does. With
+    ``redact_leaks`` mentions of the image's class are replaced by ``descriptor``.
     """
     folder = Path(folder)
     attributes = list(attributes)
     captions = read_tsv_pair(folder, attributes)
     matched = match_images_to_records(captions, train) if train is not None else {}
-    redactor = LeakRedactor(descriptor) if descriptor else None
+    if redact_leaks and not descriptor:
+        raise CaptionBankError("redact_leaks replaces class names by the descriptor: give --descriptor too")
+    redactor = LeakRedactor(descriptor) if redact_leaks else None
     class_by_key = {folder_key(c): c for c in class_names} if class_names is not None else None
     records, unknown = [], set()
     for image, answers in captions.items():
         if image in matched:
             sample_id, class_name = matched[image].sample_id, matched[image].class_name
         else:
-            sample_id, class_name = image, _class_of_key(image, class_by_key, unknown)
+            sample_id, class_name = split_folder_key(image), _class_of_key(image, class_by_key, unknown)
         records.append(_cleaned_record(sample_id, class_name, answers, redactor))
     if unknown:
         raise CaptionBankError(
@@ -156,6 +182,7 @@ def import_tsv_bank(
         "source": "tsv",
         "tsv_files": {a: {"file": str(folder / f"{a}.tsv"), "sha256": file_sha256(folder / f"{a}.tsv")} for a in attributes},
         "descriptor": descriptor,
+        "redact_leaks": redact_leaks,
         "matched_to_split": train is not None,
         "complete": True,
     }
@@ -167,7 +194,7 @@ def _cleaned_record(
 ) -> CaptionRecord:
     attributes, raw, notes = {}, {}, []
     for attribute, answer in answers.items():
-        text = normalize_answer(answer)
+        text = strip_trailing_periods(answer)
         if redactor is not None:
             text, mentions = redactor.redact(text, class_name)
             if mentions:
@@ -206,19 +233,31 @@ def import_bank(
     attributes: list[str] | None = None,
     dataset: DatasetReader | None = None,
     split_file: str | None = None,
+    redact_leaks: bool = False,
+    overwrite: bool = False,
 ) -> None:
     """Import released TSV captions as a caption bank folder.
 
     Args:
         tsv_dir: folder with ``background.tsv`` and ``pose.tsv`` (``image<TAB>response``).
-        output_dir: where the bank (``records.jsonl`` + ``manifest.json``) is written.
-        descriptor: the dataset's super-category; when given, mentions of an image's class are
-            replaced by it.
+        output_dir: where the bank (``records.jsonl`` + ``manifest.json``) is written; it must be
+            empty or absent unless ``overwrite`` is set.
+        descriptor: the dataset's super-category, recorded in the bank's manifest.
         attributes: the TSV files to read, one per attribute; default background and pose.
         dataset: the dataset reader; its class names map the captions' class folders.
         split_file: a split file of ``dataset`` whose training images are the captioned ones;
             without it the bank is keyed by the TSV paths (fine for context sampling).
+        redact_leaks: replace mentions of an image's class by ``descriptor`` (off: the published
+            text is kept, as the authors used it).
+        overwrite: replace whatever ``output_dir`` holds (the whole folder, so no file of an
+            earlier bank is left beside the new one).
     """
+    target = Path(output_dir)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise CaptionBankError(
+            f"{target} is not empty ({', '.join(sorted(p.name for p in target.iterdir())[:5])}); "
+            "import into a new folder, or pass --overwrite to replace it"
+        )
     train = class_names = None
     if split_file is not None:
         if dataset is None:
@@ -227,11 +266,23 @@ def import_bank(
         train, class_names = split.train, split.class_names
     elif dataset is not None:
         class_names = dataset.class_names
-    bank = import_tsv_bank(tsv_dir, attributes or DEFAULT_ATTRIBUTES, train, class_names, descriptor)
-    bank.save(output_dir)
+    bank = import_tsv_bank(tsv_dir, attributes or DEFAULT_ATTRIBUTES, train, class_names, descriptor, redact_leaks)
+    # Built beside the target and swapped in whole: a failed import leaves the old bank as it was.
+    staging = target.with_name(f".{target.name}.importing")
+    shutil.rmtree(staging, ignore_errors=True)
+    bank.save(staging)
+    if target.exists():
+        retired = target.with_name(f".{target.name}.replaced")
+        shutil.rmtree(retired, ignore_errors=True)
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
     log.info(
         "imported %d records from %s into %s (%s)", len(bank), tsv_dir, output_dir,
-        ", ".join(f"{n} {k}" for k, n in bank.note_counts().items()) or "no caption named its class",
+        ", ".join(f"{n} {k}" for k, n in bank.note_counts().items()) or "published text kept",
     )
 
 
@@ -254,4 +305,7 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bob.console import input_errors_as_one_line
+
+    with input_errors_as_one_line():
+        main()

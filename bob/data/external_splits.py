@@ -12,12 +12,15 @@ from bob.data.datasets.folders import IMAGE_SUFFIXES
 from bob.data.errors import SplitError
 from bob.data.fingerprints import identical_files
 from bob.data.folder_names import match_class_folders
+from bob.data.longtail import longtail_group
 from bob.data.records import ImageRecord
 from bob.data.splits import FewShotSplit, class_pools, take_validation
 
 log = logging.getLogger(__name__)
 
 _SHOT_FOLDER = re.compile(r"^(\d+)shot$")
+#: Diff-II names long-tail folders by their tail / head ratio: ``imb_cub_0.01`` is imbalance factor 100.
+_RATIO_SUFFIX = re.compile(r"_(\d+(?:\.\d+)?)$")
 
 
 def load_split_source(
@@ -41,8 +44,11 @@ def load_split_source(
         return _from_shot_folder(path, reader, _need_shots(shots, path), seed, val_per_class)
     if not path.is_file():
         raise SplitError(
-            f"split_source {path} does not exist; give a bob split file (.json), a text file with one "
-            "image path per line, or a Diff-II style <k>shot folder"
+            f"split_source {path} does not exist. The dataset configs use the paper's few-shot splits "
+            "from Diff-II: download them with `hf download Luka-Wang/Diff-II datasets.zip --repo-type "
+            "dataset`, unzip, and move its datasets/ folder to data/diff-ii (docs/datasets.md), so that "
+            f"{path}/<k>shot/train/<class>/ exists. Or set split_source: null to draw a seeded split, or "
+            "give a bob split file (.json) or a text file with one image path per line"
         )
     if path.suffix.lower() == ".json":
         split = FewShotSplit.load(path, reader)
@@ -134,8 +140,8 @@ def _shot_folder(path: Path, shots: int) -> Path:
     )
 
 
-def _from_shot_folder(path: Path, reader: DatasetReader, shots: int, seed: int, val_per_class: int) -> FewShotSplit:
-    train_dir = _shot_folder(path, shots)
+def _folder_images(train_dir: Path, reader: DatasetReader) -> tuple[list[ImageRecord], dict[str, int]]:
+    """The images under ``train_dir/<class folder>/``, named from the folder above ``train``."""
     base = train_dir.parent.parent
     entries = sorted(train_dir.iterdir())
     stray = [e.name for e in entries if not e.is_dir()]
@@ -156,7 +162,19 @@ def _from_shot_folder(path: Path, reader: DatasetReader, shots: int, seed: int, 
             f"{len(not_images)} file(s) under {train_dir} are not images (allowed suffixes "
             f"{sorted(IMAGE_SUFFIXES)}), e.g. {not_images[0]}; move them out"
         )
-    _check_counts(train, reader, shots, train_dir)
+    return train, label_of
+
+
+def _official_copies(train: list[ImageRecord], reader: DatasetReader, train_dir: Path) -> tuple[set[str], int]:
+    """Official train images the copied ``train`` images are byte-identical to (kept out of
+    validation), and how many of ``train`` have such an original."""
+    in_test = identical_files(reader.records("test"), train)
+    if in_test:
+        shot, found = next(iter(sorted(in_test.items())))
+        raise SplitError(
+            f"{len(in_test)} image(s) under {train_dir} are copies of official test images (e.g. {shot} is "
+            f"{found[0]}): the test split would hold training images; use a split made from the train split"
+        )
     shot_of = {r.sample_id: r for r in train}
     originals = identical_files(reader.records("train"), train)  # shot sample id -> official sample ids
     official = {r.sample_id: r for r in reader.records("train")}
@@ -167,22 +185,79 @@ def _from_shot_folder(path: Path, reader: DatasetReader, shots: int, seed: int, 
         if all(official[original].label != shot_of[shot].label for original in found)
     ]
     if relabelled:
-        raise SplitError(f"{len(relabelled)} shot(s) under {train_dir} sit in the wrong class folder: {relabelled[:3]}")
+        raise SplitError(f"{len(relabelled)} image(s) under {train_dir} sit in the wrong class folder: {relabelled[:3]}")
     unmatched = len(train) - len(originals)
-    log.info("%d of %d shots under %s are byte-identical to official train images; those are kept out of validation",
+    log.info("%d of %d images under %s are byte-identical to official train images; those are kept out of validation",
              len(train) - unmatched, len(train), train_dir)
     if unmatched:
         log.warning(
-            "%d shot(s) under %s match no official train image byte for byte (re-encoded copies?); "
+            "%d image(s) under %s match no official train image byte for byte (re-encoded copies?); "
             "validation cannot be checked against them", unmatched, train_dir,
         )
-    val = _validation(reader, seed, val_per_class, {o for found in originals.values() for o in found})
+    return {o for found in originals.values() for o in found}, len(originals)
+
+
+def _from_shot_folder(path: Path, reader: DatasetReader, shots: int, seed: int, val_per_class: int) -> FewShotSplit:
+    train_dir = _shot_folder(path, shots)
+    train, label_of = _folder_images(train_dir, reader)
+    _check_counts(train, reader, shots, train_dir)
+    copied, found = _official_copies(train, reader, train_dir)
+    names = reader.class_names
     return FewShotSplit(
-        reader.name, seed, list(names), train, val, reader.records("test"), shots=shots,
-        source=str(path.resolve()),
+        reader.name, seed, list(names), train, _validation(reader, seed, val_per_class, copied),
+        reader.records("test"), shots=shots, source=str(path.resolve()),
         details={
             "val_per_class": val_per_class,
-            "shots_found_in_train": len(train) - unmatched,
+            "shots_found_in_train": found,
+            "class_folders": {folder: names[label] for folder, label in sorted(label_of.items())},
+        },
+        data_dir=reader.data_dir,
+    )
+
+
+def load_longtail_source(
+    source: str | Path, reader: DatasetReader, imbalance_factor: float, seed: int, val_per_class: int,
+    many_above: int, few_below: int,
+) -> FewShotSplit:
+    """A long-tail split from a Diff-II folder ``imb_<dataset>_<ratio>/train/<class folder>/<n>.jpg``.
+
+    Every image under ``train`` is a training image (their counts per class make the tail);
+    classes are grouped many / medium / few by those counts. Validation images are drawn from
+    the official train images that are not among them, unless the data module takes validation
+    and test from index files (`bob.data.release_indices`).
+    """
+    path = Path(source).expanduser()
+    train_dir = path / "train"
+    if not train_dir.is_dir():
+        raise SplitError(
+            f"split_source {path} is not a long-tail split folder (expected {train_dir}/<class>/<image>). The "
+            "long-tail dataset configs use Diff-II's folders: download them with `hf download Luka-Wang/Diff-II "
+            "datasets.zip --repo-type dataset` and move its datasets/ folder to data/diff-ii (docs/datasets.md); "
+            "or set split_source: null to draw a seeded long-tail split"
+        )
+    ratio = _RATIO_SUFFIX.search(path.name)
+    if ratio and float(ratio.group(1)) > 0 and abs(1 / float(ratio.group(1)) - imbalance_factor) > 1e-6 * imbalance_factor:
+        raise SplitError(
+            f"{path} is the long-tail split of ratio {ratio.group(1)} (imbalance factor {1 / float(ratio.group(1)):g}) "
+            f"but imbalance_factor is {imbalance_factor:g}; point split_source at imb_<dataset>_{1 / imbalance_factor:g}"
+        )
+    train, label_of = _folder_images(train_dir, reader)
+    names = reader.class_names
+    counts = Counter(r.label for r in train)
+    empty = [name for label, name in enumerate(names) if not counts[label]]
+    if empty:
+        raise SplitError(f"{train_dir} has no images of {len(empty)} class(es), e.g. {empty[:3]}; every class needs one")
+    if few_below > many_above + 1:
+        raise SplitError(f"long-tail groups need few_below <= many_above + 1, got few_below={few_below}, many_above={many_above}")
+    copied, found = _official_copies(train, reader, train_dir)
+    groups = {names[label]: longtail_group(counts[label], many_above, few_below) for label in range(len(names))}
+    return FewShotSplit(
+        reader.name, seed, list(names), train, _validation(reader, seed, val_per_class, copied),
+        reader.records("test"), shots=None, source=str(path.resolve()), class_groups=groups,
+        imbalance_factor=imbalance_factor,
+        details={
+            "val_per_class": val_per_class, "many_above": many_above, "few_below": few_below,
+            "images_found_in_train": found,
             "class_folders": {folder: names[label] for folder, label in sorted(label_of.items())},
         },
         data_dir=reader.data_dir,

@@ -7,12 +7,13 @@ import hashlib
 import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from bob.data.errors import BobInputError
+from bob.data.prompt_fit import fit_context_to_token_limit
 from bob.data.prompts import PromptTemplate
 
 #: ``marginal``: BOB, a context drawn uniformly over the whole bank (all classes);
@@ -20,6 +21,11 @@ from bob.data.prompts import PromptTemplate
 #: ``none``: no context, the class-only prompt (DataDream);
 #: ``fixed``: contexts from a user file (e.g. invented ones), drawn uniformly.
 ContextStrategy = Literal["marginal", "within_class", "none", "fixed"]
+#: ``image``: every image its own noise and context draw, from (seed, class, index).
+#: ``index``: image i of every class shares them, from (seed, index), as the authors' script
+#: had it (it reseeds before each class, so all classes get the same contexts and noise).
+SeedScope = Literal["image", "index"]
+SEED_SCOPES = ("image", "index")
 STRATEGIES: tuple[str, ...] = ("marginal", "within_class", "none", "fixed")
 
 _SEED_BITS = 63
@@ -80,6 +86,9 @@ class PlanItem:
         context: the attributes filled into the prompt (empty for ``none``).
         context_source: the `Context.source` used, None for ``none``.
         round: 0 for the first generation, r for the r-th refresh of this image.
+        shortened: attribute -> its text as planned, for each attribute that was shortened to
+            fit the text encoder's token limit (`GenerationPlan.fit_prompts`); ``prompt`` and
+            ``context`` then hold the shortened text.
     """
 
     key: str
@@ -91,6 +100,7 @@ class PlanItem:
     context: dict[str, str] = field(default_factory=dict)
     context_source: str | None = None
     round: int = 0
+    shortened: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +120,7 @@ def images_per_class(
     """How many images each class gets.
 
     Either ``per_class`` (one number, or class name -> number), or the long-tail rule of
-    PAPER.md: ``max(0, top_up_to - real_counts[c] * real_multiplier)``, so tail classes get most.
+    The paper: ``max(0, top_up_to - real_counts[c] * real_multiplier)``, so tail classes get most.
     """
     if top_up_to is not None:
         if top_up_to < 1:
@@ -131,7 +141,7 @@ def images_per_class(
         return [int(per_class.get(name, 0)) for name in class_names]
     if per_class < 1:
         raise GenerationPlanError(
-            f"images_per_class must be >= 1, got {per_class}; PAPER.md's recipe uses 100"
+            f"images_per_class must be >= 1, got {per_class}; the paper's recipe uses 100"
         )
     return [int(per_class)] * len(class_names)
 
@@ -172,8 +182,9 @@ def load_context_file(path: str | Path) -> list[Context]:
 class GenerationPlan:
     """Every synthetic image to make, in a fixed order (class label, then index).
 
-    Each image's noise seed and context draw derive from (seed, class, index), so the plan does
-    not depend on batch size, device count or which other classes are planned.
+    Each image's noise seed and context draw derive from (seed, class, index) — or (seed,
+    index) with ``seed_scope="index"`` — so the plan does not depend on batch size, device count
+    or which other classes are planned.
 
     Args:
         class_names: raw class names in label order.
@@ -184,6 +195,7 @@ class GenerationPlan:
         contexts: the pool: caption bank contexts for ``marginal`` / ``within_class``, the
             file's contexts for ``fixed``, unused for ``none``.
         seed: the global seed.
+        seed_scope: ``image`` (each image its own seed) or ``index`` (shared across classes).
     """
 
     def __init__(
@@ -195,7 +207,10 @@ class GenerationPlan:
         strategy: ContextStrategy,
         contexts: Sequence[Context] = (),
         seed: int = 0,
+        seed_scope: SeedScope = "image",
     ):
+        if seed_scope not in SEED_SCOPES:
+            raise GenerationPlanError(f"unknown seed_scope {seed_scope!r}; choose one of {SEED_SCOPES}")
         if strategy not in STRATEGIES:
             raise GenerationPlanError(f"unknown context strategy {strategy!r}; choose one of {STRATEGIES}")
         if not len(class_names) == len(prompt_names) == len(counts):
@@ -206,6 +221,7 @@ class GenerationPlan:
         self.template = template
         self.strategy = strategy
         self.seed = seed
+        self.seed_scope = seed_scope
         self.contexts = list(contexts) if strategy != "none" else []
         self._pools = self._context_pools()
         self.items = [self.item(label, index) for label, n in enumerate(self.counts) for index in range(n)]
@@ -242,22 +258,46 @@ class GenerationPlan:
     def item(self, label: int, index: int, round: int = 0) -> PlanItem:
         """Image ``index`` of class ``label``; ``round`` > 0 re-draws its noise and context."""
         class_name = self.class_names[label]
+        # Under the shared scope every class draws from the same streams.
+        stream = class_name if self.seed_scope == "image" else "*"
         context = None
         if self.strategy != "none":
             pool = self._pools[class_name if self.strategy == "within_class" else None]
-            context = pool[_context_draw(self.seed, class_name, index, round).randrange(len(pool))]
+            context = pool[_context_draw(self.seed, stream, index, round).randrange(len(pool))]
         attributes = dict(context.attributes) if context else {}
         return PlanItem(
             key=item_key(label, index),
             label=label,
             class_name=class_name,
             index=index,
-            seed=image_seed(self.seed, class_name, index, round),
+            seed=image_seed(self.seed, stream, index, round),
             prompt=self.template.format(self.prompt_names[label], attributes),
             context={a: attributes[a] for a in self.template.attributes},
             context_source=context.source if context else None,
             round=round,
         )
+
+    def fit_prompts(self, items: Sequence[PlanItem], tokenizer: Any, max_tokens: int | None = None) -> list[PlanItem]:
+        """``items`` with every prompt within the text encoder's token limit.
+
+        A prompt over the limit (begin/end tokens included) would be cut at the end by the text
+        encoder, losing the pose: its context attributes are shortened instead, the longest
+        first, clause by clause (`bob.data.prompt_fit`), never the class name. Shortened items
+        record the planned text in ``shortened``. Raises `PromptTooLongError` when even one
+        word per attribute is too long.
+        """
+        fitted = []
+        for item in items:
+            context, shortened = fit_context_to_token_limit(
+                self.template, self.prompt_names[item.label], item.context, tokenizer, max_tokens
+            )
+            if shortened:
+                item = replace(
+                    item, prompt=self.template.format(self.prompt_names[item.label], context), context=context,
+                    shortened={attribute: item.context[attribute] for attribute in shortened},
+                )
+            fitted.append(item)
+        return fitted
 
     def __len__(self) -> int:
         return len(self.items)
@@ -277,6 +317,7 @@ class GenerationPlan:
         return {
             "strategy": self.strategy,
             "seed": self.seed,
+            "seed_scope": self.seed_scope,
             "template": self.template.template,
             "descriptor": self.template.descriptor,
             "num_contexts": len(self.contexts),

@@ -8,10 +8,13 @@ from collections.abc import Iterable, Mapping
 from bob.data.class_names import with_article
 from bob.data.errors import BobInputError
 
-#: BOB's context-preserving template (PAPER.md, Step 2).
+#: BOB's context-preserving template (the paper, Step 2).
 CONTEXT_TEMPLATE = "{a_descriptor} photo of a {class_name} in the {background} background with the {pose} pose"
 #: DataDream's class-only template.
 CLASS_TEMPLATE = "{a_descriptor} photo of a {class_name}"
+#: The CLIP classifier's class prompt in the authors' code, which always writes "a" before the
+#: descriptor ("a aircraft photo of a 707-320").
+CLIP_HEAD_TEMPLATE = "a {descriptor} photo of a {class_name}"
 
 _BUILT_IN = {"a_descriptor", "descriptor", "class_name"}
 

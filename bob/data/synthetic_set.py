@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +17,7 @@ from PIL import Image
 
 from bob.atomic import atomic_write, atomic_write_json, atomic_write_text
 from bob.data.errors import BobInputError
+from bob.data.fingerprints import file_sha256
 from bob.data.generation_plan import PlanItem
 from bob.data.records import ImageRecord
 
@@ -64,7 +69,7 @@ def load_synthetic_records(folder: str | Path, class_names: list[str]) -> list[I
     if summary is None:
         raise SyntheticSetError(
             f"no synthetic image set at {folder} (expected {MANIFEST_SUMMARY} and {MANIFEST_LINES}); "
-            "the generation stage makes it: `python main.py predict -c configs/<dataset>/generate.yaml`"
+            "the generation stage makes it: `python main.py predict -c configs/generate.yaml -c configs/datasets/<dataset>.yaml`"
         )
     if not summary.get("complete", False) or not (folder / MANIFEST_LINES).is_file():
         raise SyntheticSetError(
@@ -110,7 +115,9 @@ class SyntheticSetFolder:
     generation runs (the image is written first, so a sidecar means a finished image);
     ``manifest.json`` (identity, counts, ``complete``) is written before the first image and
     ``manifest.jsonl`` (one line per image, plan order) when a run ends, which also folds the
-    sidecars in. Every file is written atomically.
+    sidecars in. Every file is written atomically. Each line records the image's size
+    (``bytes``) and ``sha256``; a resumed run checks every finished image against them first
+    (`recheck`) and makes a damaged one again.
 
     Args:
         folder: the output folder.
@@ -124,6 +131,8 @@ class SyntheticSetFolder:
         self.folder = Path(folder)
         self.image_format = image_format
         self.quality = quality
+        #: keys whose image this process wrote or found intact; `recheck` reads them once only
+        self._verified: set[str] = set()
 
     def image_file(self, key: str) -> str:
         """The image path relative to the folder, as the manifest lists it."""
@@ -154,12 +163,14 @@ class SyntheticSetFolder:
             )
 
     def start(self, identity: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
-        """Record the identity before the first image (kept when resuming), and clear stale temp files.
+        """Record the identity before the first image (kept when resuming), clear stale temp
+        files, and `recheck` the finished images (one process: rank 0).
 
         Call `check_identity` first: it guarantees that a folder with another identity holds no images.
         """
         for stale in self.folder.rglob(".*.tmp"):
             stale.unlink(missing_ok=True)
+        self.recheck()
         previous = read_summary(self.folder)
         if previous is None or previous.get("identity") != dict(identity):
             atomic_write_json(
@@ -185,14 +196,54 @@ class SyntheticSetFolder:
     def done_keys(self) -> set[str]:
         return set(self.entries())
 
+    def _intact(self, entry: Mapping[str, Any]) -> bool:
+        path = self.folder / entry["file"]
+        return path.stat().st_size == entry["bytes"] and file_sha256(path) == entry["sha256"]
+
+    def recheck(self) -> list[str]:
+        """Check each finished image against the size and sha256 its manifest line records.
+
+        An image that differs (changed or damaged after it was written) is deleted with its
+        sidecar, so it counts as missing and the run makes it again; the keys are logged and
+        returned. Images from before hashes were recorded are not checked. Not for concurrent
+        use: call it from one process (rank 0) before the pending images are listed.
+        """
+        entries = self.entries()
+        unhashed = sum(1 for e in entries.values() if "sha256" not in e)
+        todo = [(k, e) for k, e in entries.items() if "sha256" in e and k not in self._verified]
+        # hashlib releases the GIL on large buffers: threads read and hash files side by side.
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            intact = list(pool.map(lambda pair: self._intact(pair[1]), todo))
+        damaged = [key for (key, _), ok in zip(todo, intact, strict=True) if not ok]
+        self._verified.update(key for (key, _), ok in zip(todo, intact, strict=True) if ok)
+        for key in damaged:
+            (self.folder / entries[key]["file"]).unlink(missing_ok=True)
+            self._sidecar(key).unlink(missing_ok=True)
+        if damaged:
+            log.warning(
+                "%d finished image(s) in %s do not match the size and sha256 their manifest line records "
+                "(changed after they were written); generating them again: %s",
+                len(damaged), self.folder, ", ".join(entries[k]["file"] for k in damaged),
+            )
+        if unhashed:
+            log.info("%d image(s) in %s have no recorded sha256 (an older bob wrote them); not checked", unhashed, self.folder)
+        return damaged
+
     def write(self, item: PlanItem, image: np.ndarray | Image.Image, extra: Mapping[str, Any]) -> Path:
         """Write one image, then its manifest line as a sidecar (the marker that it is finished)."""
         picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
         path = self.folder / self.image_file(item.key)
         options: dict[str, Any] = {} if self.image_format == "png" else {"quality": self.quality}
-        atomic_write(path, lambda tmp: picture.save(tmp, format=_PIL_FORMATS[self.image_format], **options))
-        entry = {"file": self.image_file(item.key), **item.to_dict(), **extra}
+        encoded = io.BytesIO()
+        picture.save(encoded, format=_PIL_FORMATS[self.image_format], **options)
+        data = encoded.getvalue()
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+        entry = {
+            "file": self.image_file(item.key), **item.to_dict(), **extra,
+            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+        }
         atomic_write_text(self._sidecar(item.key), json.dumps(entry, ensure_ascii=False) + "\n")
+        self._verified.add(item.key)
         return path
 
     def finish(self, planned: Iterable[str], summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,6 +265,7 @@ class SyntheticSetFolder:
             "complete": len(lines) == len(planned),
             "num_images": len(lines),
             "num_planned": len(planned),
+            "num_shortened_prompts": sum(1 for e in lines if e.get("shortened")),
         }
         atomic_write_json(self.folder / MANIFEST_SUMMARY, result)
         # Sidecars are folded into manifest.jsonl now; a crash between the two writes only

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
@@ -15,10 +15,11 @@ from torchvision.transforms import v2
 from bob.data.caption_bank import CaptionBank
 from bob.data.datasets.base import DatasetReader
 from bob.data.errors import BobInputError, SplitError
-from bob.data.external_splits import load_split_source
+from bob.data.external_splits import load_longtail_source, load_split_source
 from bob.data.images import verify_images
 from bob.data.longtail import sample_longtail_split
 from bob.data.records import ImageRecord
+from bob.data.release_indices import carve_test_split
 from bob.data.splits import FewShotSplit, sample_fewshot_split
 from bob.datamodules.real_images import RecordDataset
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 #: ``{sampling}`` is ``5shot``, ``lt100`` (long-tail) or ``5shot-ext-<name>-<hash>`` (external source).
 DEFAULT_SPLIT_FILE = "runs/splits/{dataset}_{sampling}_seed{seed}.json"
+ClassNameForm = Literal["folder", "display"]
+#: synthetic images per class the paper balances the real pool against (100 per class).
+IMAGES_PER_CLASS = 100
 
 
 def default_train_transform(image_size: int) -> v2.Compose:
@@ -63,12 +67,22 @@ class FewShotDataModule(LightningDataModule):
             ``{shots}``, ``{imbalance_factor}`` and ``{seed}`` are filled in. A file made with
             other settings is refused, never silently reused.
         val_per_class: extra real validation images per class from the official train split;
-            None takes the dataset's default (PAPER.md's sizes).
+            None takes the dataset's default (the paper's sizes).
         split_source: an external split: a bob split file (``.json``), a text file with one
             image path per line (relative to the dataset folder), or a Diff-II style folder
-            ``<k>shot/train/<class folder>/<n>.jpg`` (see docs/datasets.md).
+            ``<k>shot/train/<class folder>/<n>.jpg`` (see docs/datasets.md). The dataset
+            configs point at Diff-II's folders, the splits of the paper's runs.
+        split_tag: how ``{sampling}`` names a split taken from ``split_source``
+            (``5shot-<split_tag>``); None names it by the source's file name and a hash of its
+            path.
         imbalance_factor: make a long-tail split instead (CUB-LT, Flowers-LT: 100, 20 or 10);
-            needs ``shots: null``.
+            needs ``shots: null``. With ``split_source`` the long-tail images are Diff-II's
+            ``imb_<dataset>_<1/imbalance_factor>`` folder, the paper's runs' split.
+        val_indices: an index file of the authors' long-tail protocol: validation images are
+            the official test images at its positions (``cub_test_validsplit.pkl``); read without
+            running pickle code. Needs ``test_indices``.
+        test_indices: the matching index file of test images (``cub_test_testsplit.pkl``);
+            the rest of the official test split is not used.
         longtail_groups: ``[many_above, few_below]``: long-tail classes with more than
             ``many_above`` training images are ``many``, fewer than ``few_below`` ``few``;
             None takes the dataset's default.
@@ -79,9 +93,20 @@ class FewShotDataModule(LightningDataModule):
             random resized crop and horizontal flip.
         eval_transform: transform for validation, test and predict; None resizes and center-crops.
         verify_shots: decode every training shot once in ``setup`` so a corrupt file fails early.
-        caption_bank: folder of a caption bank (stage 1 output); when given, every sample also
-            carries one string field per attribute (``background``, ``pose``...) and the bank
-            must match the training shots exactly.
+        caption_bank: folder of a caption bank (stage 1 output), placeholders as in
+            ``split_file``; when given, every sample also carries one string field per attribute
+            (``background``, ``pose``...) and the bank must match the training shots exactly.
+        real_repeats: how many times each real shot counts against synthetic images: the
+            classifier repeats each real shot this often per epoch, and long-tail generation
+            tops class c up to ``top_up_to - real_repeats * n_real(c)`` images. None uses
+            ``100 // shots`` for few-shot splits and 1 for long-tail splits.
+        arm: the experiment arm (``bob``, ``datadream``...), filled into ``{arm}`` in run paths.
+        model_tag: a suffix for run folders made with another base model (``-sd15``), filled
+            into ``{model_tag}``.
+        class_name_form: how prompts (fine-tuning, generation, the CLIP head) write class
+            names: ``folder`` as the authors' code did, from the Diff-II folder names
+            (``Black_footed_Albatross``, ``F_A-18``, ``am_general_hummer_suv_2000``), or
+            ``display`` as words (``Black footed Albatross``, ``F/A-18``, Pets breeds title-cased).
     """
 
     def __init__(
@@ -92,7 +117,10 @@ class FewShotDataModule(LightningDataModule):
         split_file: str = DEFAULT_SPLIT_FILE,
         val_per_class: int | None = None,
         split_source: str | None = None,
+        split_tag: str | None = None,
         imbalance_factor: float | None = None,
+        val_indices: str | None = None,
+        test_indices: str | None = None,
         longtail_groups: tuple[int, int] | None = None,
         image_size: int = 224,
         batch_size: int = 32,
@@ -101,13 +129,19 @@ class FewShotDataModule(LightningDataModule):
         eval_transform: Callable | None = None,
         verify_shots: bool = True,
         caption_bank: str | None = None,
+        real_repeats: int | None = None,
+        arm: str = "bob",
+        model_tag: str = "",
+        class_name_form: ClassNameForm = "folder",
     ):
         super().__init__()
-        if imbalance_factor is not None and (shots is not None or split_source is not None):
+        if imbalance_factor is not None and shots is not None:
             raise BobInputError(
-                f"imbalance_factor={imbalance_factor} makes a long-tail split, which has no fixed shots "
-                "and no split_source; set shots: null and split_source: null (or drop imbalance_factor)"
+                f"imbalance_factor={imbalance_factor} makes a long-tail split, which has no fixed shots; "
+                "set shots: null (or drop imbalance_factor)"
             )
+        if (val_indices is None) != (test_indices is None):
+            raise BobInputError("val_indices and test_indices come together: give both index files, or neither")
         if imbalance_factor is None and shots is None and split_source is None:
             raise BobInputError("shots is null: give shots, imbalance_factor (long-tail) or split_source")
         self.dataset = dataset
@@ -116,7 +150,10 @@ class FewShotDataModule(LightningDataModule):
         self.split_file_template = split_file
         self.val_per_class = val_per_class
         self.split_source = split_source
+        self.split_tag = split_tag
         self.imbalance_factor = imbalance_factor
+        self.val_indices = val_indices
+        self.test_indices = test_indices
         self.longtail_groups = longtail_groups
         self.image_size = image_size
         self.batch_size = batch_size
@@ -124,7 +161,13 @@ class FewShotDataModule(LightningDataModule):
         self.train_transform = train_transform or default_train_transform(image_size)
         self.eval_transform = eval_transform or default_eval_transform(image_size)
         self.verify_shots = verify_shots
-        self.caption_bank_path = caption_bank
+        if real_repeats is not None and real_repeats < 1:
+            raise BobInputError(f"real_repeats must be at least 1, got {real_repeats}")
+        self.real_repeats_setting = real_repeats
+        self.arm = arm
+        self.model_tag = model_tag
+        self.class_name_form = class_name_form
+        self.caption_bank_path = str(self.format_path(caption_bank, "caption_bank")) if caption_bank is not None else None
         self._split: FewShotSplit | None = None
         self._caption_bank: CaptionBank | None = None
 
@@ -135,7 +178,7 @@ class FewShotDataModule(LightningDataModule):
 
     @property
     def prompt_names(self) -> list[str]:
-        return self.dataset.prompt_names
+        return self.dataset.folder_names if self.class_name_form == "folder" else self.dataset.prompt_names
 
     @property
     def descriptor(self) -> str:
@@ -148,19 +191,21 @@ class FewShotDataModule(LightningDataModule):
     @property
     def sampling(self) -> str:
         """How the split is made, as it appears in split file names."""
-        if self.imbalance_factor is not None:
-            return f"lt{self.imbalance_factor:g}"
-        if self.split_source is not None:
-            source = Path(self.split_source).expanduser().resolve()
-            tag = hashlib.sha256(str(source).encode()).hexdigest()[:6]
-            return f"{self.shots}shot-ext-{source.stem}-{tag}"
-        return f"{self.shots}shot"
+        size = f"lt{self.imbalance_factor:g}" if self.imbalance_factor is not None else f"{self.shots}shot"
+        if self.split_source is None:
+            return size
+        if self.split_tag is not None:
+            return f"{size}-{self.split_tag}"
+        source = Path(self.split_source).expanduser().resolve()
+        tag = hashlib.sha256(str(source).encode()).hexdigest()[:6]
+        return f"{size}-ext-{source.stem}-{tag}"
 
     def path_values(self) -> dict[str, Any]:
         """Values the ``{placeholders}`` of run paths take, the same in every stage's config."""
         return {
             "dataset": self.dataset.name, "sampling": self.sampling, "shots": self.shots,
             "imbalance_factor": self.imbalance_factor, "seed": self.seed,
+            "arm": self.arm, "model_tag": self.model_tag,
         }
 
     def format_path(self, template: str, setting: str = "path") -> Path:
@@ -179,6 +224,13 @@ class FewShotDataModule(LightningDataModule):
             ) from error
 
     @property
+    def real_repeats(self) -> int:
+        if self.real_repeats_setting is not None:
+            return self.real_repeats_setting
+        shots = self.split.shots
+        return max(1, IMAGES_PER_CLASS // shots) if shots else 1
+
+    @property
     def split_file(self) -> Path:
         return self.format_path(self.split_file_template, "split_file")
 
@@ -191,6 +243,9 @@ class FewShotDataModule(LightningDataModule):
             request.update(imbalance_factor=self.imbalance_factor, many_above=many, few_below=few)
         if self.split_source is not None:
             request["split_source"] = str(Path(self.split_source).expanduser().resolve())
+        if self.val_indices is not None:
+            request["val_indices"] = str(Path(self.val_indices).expanduser().resolve())
+            request["test_indices"] = str(Path(self.test_indices).expanduser().resolve())
         return request
 
     @property
@@ -213,7 +268,12 @@ class FewShotDataModule(LightningDataModule):
 
     def _make_split(self) -> FewShotSplit:
         request = self.split_request()
-        if self.split_source is not None:
+        if self.split_source is not None and self.imbalance_factor is not None:
+            split = load_longtail_source(
+                self.split_source, self.dataset, self.imbalance_factor, self.seed, request["val_per_class"],
+                request["many_above"], request["few_below"],
+            )
+        elif self.split_source is not None:
             split = load_split_source(self.split_source, self.dataset, self.shots, self.seed, request["val_per_class"])
         elif self.imbalance_factor is not None:
             split = sample_longtail_split(
@@ -222,6 +282,10 @@ class FewShotDataModule(LightningDataModule):
             )
         else:
             split = sample_fewshot_split(self.dataset, self.shots, self.seed, request["val_per_class"])
+        if self.val_indices is not None:
+            # The authors' long-tail protocol: validation and test both come from the official test split.
+            split.val, split.test = carve_test_split(self.dataset, self.val_indices, self.test_indices)
+            split.details.update(val_from="test split (index files)", val_indices=self.val_indices, test_indices=self.test_indices)
         split.details["request"] = request
         return split
 
@@ -256,16 +320,17 @@ class FewShotDataModule(LightningDataModule):
             verify_images([r.path for r in self.split.train])
         _ = self.caption_bank
 
-    def extra_fields(self, record: ImageRecord) -> dict[str, Any]:
-        """Per-sample fields beyond image and label: caption attributes of training images."""
+    def extra_fields(self, records: list[ImageRecord]) -> dict[str, dict[str, Any]]:
+        """Per-sample fields beyond image and label, by sample id: caption attributes of training images."""
         bank = self.caption_bank
-        if bank is None or record.sample_id not in bank.records:
+        if bank is None:
             return {}
-        return dict(bank[record.sample_id].attributes)
+        return {r.sample_id: dict(bank[r.sample_id].attributes) for r in records if r.sample_id in bank.records}
 
     def records_dataset(self, records: list[ImageRecord], train: bool) -> Dataset:
         transform = self.train_transform if train else self.eval_transform
-        return RecordDataset(records, transform, self.extra_fields)
+        # Plain values only: each dataloader worker gets a pickled copy of the dataset.
+        return RecordDataset(records, transform, self.extra_fields(records))
 
     def make_dataloader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
         """The one dataloader factory every DataModule in bob uses."""

@@ -17,12 +17,13 @@ from bob.data.generation_plan import (
     GenerationPlan,
     GenerationPlanError,
     PlanItem,
+    SeedScope,
     images_per_class,
     load_context_file,
 )
 from bob.data.prompts import CLASS_TEMPLATE, CONTEXT_TEMPLATE, PromptTemplate
 from bob.data.synthetic_set import ImageFormat, SyntheticSetFolder
-from bob.datamodules.fewshot import DEFAULT_SPLIT_FILE, FewShotDataModule
+from bob.datamodules.fewshot import FewShotDataModule
 
 log = logging.getLogger(__name__)
 
@@ -59,74 +60,59 @@ class GenerationDataModule(FewShotDataModule):
         dataset: the dataset reader (``class_path: FGVCAircraft``, ``ClassFolders``...).
         output_dir: the synthetic set's folder (created; resumed when it holds a partial set
             made by the same recipe, refused when made by another). ``{dataset}``,
-            ``{sampling}`` (``5shot``, ``lt100``...), ``{shots}``, ``{imbalance_factor}`` and
-            ``{seed}`` are filled in.
-        caption_bank: folder of the caption bank of the training shots (stage 1 output), with
-            the same placeholders; needed by the ``marginal`` and ``within_class`` strategies.
+            ``{sampling}`` (``5shot``, ``lt100``...), ``{arm}`` and the other placeholders of
+            ``split_file`` are filled in.
         strategy: where each prompt's context comes from: ``marginal`` (BOB: uniform over the
             whole bank, background and pose kept together), ``within_class`` (only the class's
             own captions), ``none`` (class-only prompts, DataDream), ``fixed`` (``context_file``).
         images_per_class: images per class, or class name -> count.
-        top_up_to: long-tail rule instead of ``images_per_class``: class c gets
-            ``max(0, top_up_to - real_multiplier * n_real(c))`` images (PAPER.md: 200).
-        real_multiplier: ``m`` of the long-tail rule (6 for CUB-LT, 5 for Flowers-LT).
+        top_up_to: the long-tail rule, used for long-tail splits (``imbalance_factor``) in place
+            of ``images_per_class``: class c gets ``max(0, top_up_to - real_repeats * n_real(c))``
+            images, so tail classes get the most (the paper: 200).
         context_file: contexts for the ``fixed`` strategy: JSON lines or a TSV with a header
             of attribute names (``background``, ``pose``).
         prompt_template: ``str.format`` template; None takes the fine-tuning stage's templates
             (class + context, or class only for ``none``).
         generation_seed: global seed every image's noise and context draw derive from.
+        seed_scope: ``image``: each image its own seed from (generation_seed, class, index), so
+            no two images share noise or a context draw. ``index``: image i of every class
+            shares them, as in the authors' script, which reseeded before each class
+            (docs/parity.md).
         image_format: ``png`` (lossless), ``jpg`` or ``webp``.
         image_quality: JPEG / WebP quality.
-        shots: real training images per class (the split the LoRA was trained on); null for
-            long-tail splits.
-        seed: seed of the split draw.
-        split_file: where the split is read from (or written to).
-        val_per_class: extra validation images per class of the split; None for the dataset default.
-        split_source: an external split (see `FewShotDataModule`).
-        imbalance_factor: a long-tail split (CUB-LT, Flowers-LT); pair with ``top_up_to``.
-        longtail_groups: many/few thresholds of the long-tail split (see `FewShotDataModule`).
         batch_size: images generated per batch on each device.
         num_workers: dataloader workers (the plan is in memory; 0 is right).
+        **kwargs: the split arguments of `FewShotDataModule` (shots, seed, split_file,
+            imbalance_factor, real_repeats, arm...) and ``caption_bank``, the bank the
+            ``marginal`` and ``within_class`` strategies draw contexts from.
     """
 
     def __init__(
         self,
         dataset: DatasetReader,
         output_dir: str,
-        caption_bank: str | None = None,
         strategy: ContextStrategy = "marginal",
         images_per_class: int | dict[str, int] = 100,
         top_up_to: int | None = None,
-        real_multiplier: int = 1,
         context_file: str | None = None,
         prompt_template: str | None = None,
         generation_seed: int = 0,
+        seed_scope: SeedScope = "image",
         image_format: ImageFormat = "png",
         image_quality: int = 95,
-        shots: int | None = 5,
-        seed: int = 0,
-        split_file: str = DEFAULT_SPLIT_FILE,
-        val_per_class: int | None = None,
-        split_source: str | None = None,
-        imbalance_factor: float | None = None,
-        longtail_groups: tuple[int, int] | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__(
-            dataset, shots=shots, seed=seed, split_file=split_file, val_per_class=val_per_class,
-            split_source=split_source, imbalance_factor=imbalance_factor, longtail_groups=longtail_groups,
-            batch_size=batch_size, num_workers=num_workers, verify_shots=False,
-        )
-        self.caption_bank_path = str(self.format_path(caption_bank, "caption_bank")) if caption_bank is not None else None
+        super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, verify_shots=False, **kwargs)
         self.output_dir = self.format_path(output_dir, "output_dir")
         self.strategy = strategy
         self.images_per_class = images_per_class
         self.top_up_to = top_up_to
-        self.real_multiplier = real_multiplier
         self.context_file = context_file
         self.prompt_template = prompt_template
         self.generation_seed = generation_seed
+        self.seed_scope = seed_scope
         self.folder = SyntheticSetFolder(self.output_dir, image_format, image_quality)
         self._plan: GenerationPlan | None = None
         #: images this predict run was asked to make, over all ranks (set by `predict_dataloader`)
@@ -156,12 +142,14 @@ class GenerationDataModule(FewShotDataModule):
 
     def _build_plan(self) -> GenerationPlan:
         template = self.prompt_template or (CLASS_TEMPLATE if self.strategy == "none" else CONTEXT_TEMPLATE)
+        top_up_to = self.top_up_to if self.imbalance_factor is not None else None
         counts = images_per_class(
-            self.class_names, self.split.train_counts(), self.images_per_class, self.top_up_to, self.real_multiplier
+            self.class_names, self.split.train_counts(), self.images_per_class, top_up_to,
+            self.real_repeats if top_up_to is not None else 1,
         )
         plan = GenerationPlan(
             self.class_names, self.prompt_names, counts, PromptTemplate(template, self.descriptor),
-            self.strategy, self._contexts(), self.generation_seed,
+            self.strategy, self._contexts(), self.generation_seed, self.seed_scope,
         )
         log.info("generation plan: %d images over %d classes, strategy %s", len(plan), len(counts), self.strategy)
         return plan

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,20 +22,20 @@ class RecordDataset(Dataset):
     """Images of a list of records, each sample a dict.
 
     Keys: ``image`` (float CHW in [0, 1]), ``label``, ``sample_id``, ``is_synthetic`` (the
-    ``is_synthetic`` argument: False for real images), plus whatever ``extra_fields(record)``
-    returns (e.g. caption fields).
+    ``is_synthetic`` argument: False for real images), plus the record's entry in ``extra_fields``
+    (sample id -> fields, e.g. caption attributes).
     """
 
     def __init__(
         self,
         records: list[ImageRecord],
         transform: Callable | None = None,
-        extra_fields: Callable[[ImageRecord], dict[str, Any]] | None = None,
+        extra_fields: Mapping[str, Mapping[str, Any]] | None = None,
         is_synthetic: bool = False,
     ):
         self.records = records
         self.transform = transform
-        self.extra_fields = extra_fields
+        self.extra_fields = extra_fields or {}
         self.is_synthetic = is_synthetic
 
     def __len__(self) -> int:
@@ -52,6 +52,5 @@ class RecordDataset(Dataset):
             "sample_id": record.sample_id,
             "is_synthetic": self.is_synthetic,
         }
-        if self.extra_fields is not None:
-            sample.update(self.extra_fields(record))
+        sample.update(self.extra_fields.get(record.sample_id, {}))
         return sample

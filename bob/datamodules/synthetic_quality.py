@@ -140,7 +140,7 @@ class SyntheticQualityDataModule(FewShotDataModule):
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
-    def extra_fields(self, record: ImageRecord) -> dict[str, Any]:
+    def extra_fields(self, records: list[ImageRecord]) -> dict[str, dict[str, Any]]:
         # Real and synthetic samples share batches, so they carry the same keys and no captions.
         return {}
 

@@ -13,7 +13,7 @@ from huggingface_hub import try_to_load_from_cache
 from torch import Tensor, nn
 
 from bob.data.errors import BobInputError
-from bob.hub import check_model_available, hub_offline
+from bob.hub import check_model_available, hub_offline, torch_hub_checkpoint
 from bob.timm_checks import check_timm_name, check_timm_weights_available
 
 #: torch-fidelity's port of the TensorFlow FID graph, the weights every published FID uses.
@@ -116,14 +116,15 @@ class InceptionFeatures(FeatureExtractor):
             if not path.is_file():
                 raise BobInputError(f"Inception weights file {path} does not exist; download it from {INCEPTION_URL}")
             return path
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[-1]
+        cached = torch_hub_checkpoint(INCEPTION_URL)
         if cached.is_file():
             return cached
         if hub_offline():
             raise BobInputError(
                 f"the FID Inception weights are not in {cached.parent} and the run is offline (HF_HUB_OFFLINE). "
-                f"Download {INCEPTION_URL} on a machine with internet and pass its path as "
-                "--model.init_args.extractor.init_args.weights_path, or copy it into that folder"
+                f"Download {INCEPTION_URL} on a machine with internet (or run `python -m bob.weights` there with "
+                "this run's arguments) and pass its path as --model.init_args.extractor.init_args.weights_path, "
+                "or copy it into that folder"
             )
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:

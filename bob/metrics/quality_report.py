@@ -14,13 +14,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from bob.metrics.dependence import class_background_dependence
 from bob.metrics.distribution import (
     DiversityDistance,
     frechet_distance,
     kernel_distance,
     mean_pairwise_distance,
 )
-from bob.toyworld.dependence import class_background_dependence
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def summarise(
 def context_dependence(classes: Sequence[str], contexts: Sequence[str]) -> dict[str, Any]:
     """How much the class tells about the context, for any string labels.
 
-    The toy world's measure (`class_background_dependence`): ``nmi`` is the share of the
+    The measure of `class_background_dependence` (the toy world's too): ``nmi`` is the share of the
     context's entropy the class explains (0 independent, 1 the class decides the context),
     with ``mutual_information`` (bits), Cramér's V and the chi-square test's ``p_value``; plus
     how often each context occurs.

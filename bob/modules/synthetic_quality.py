@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 
 from bob.data.errors import BobInputError
+from bob.datamodules.surface import stage_data
 from bob.datamodules.synthetic_quality import SyntheticQualityDataModule
 from bob.metrics.distribution import DiversityDistance
 from bob.metrics.extractors import FeatureExtractor
@@ -105,13 +106,7 @@ class SyntheticQuality(LightningModule):
         self._contexts: list[tuple[int, str]] = []
 
     def _data(self) -> SyntheticQualityDataModule:
-        data = self.trainer.datamodule
-        if not isinstance(data, SyntheticQualityDataModule):
-            raise BobInputError(
-                f"SyntheticQuality measures a SyntheticQualityDataModule's images, got {type(data).__name__}; "
-                "use `data: {class_path: SyntheticQualityDataModule, ...}` (see configs/<dataset>/quality.yaml)"
-            )
-        return data
+        return stage_data(self.trainer, "SyntheticQuality", SyntheticQualityDataModule)
 
     def cache_identity(self) -> dict[str, Any]:
         data = self._data()

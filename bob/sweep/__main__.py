@@ -7,6 +7,7 @@ import logging
 import shlex
 import sys
 
+from bob.console import input_errors_as_one_line
 from bob.sweep.grid import load_grid
 from bob.sweep.runner import Sweep
 
@@ -18,7 +19,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Run a hyper-parameter grid over `python main.py fit` (a short run per point), "
         "tabulate the best validation scores, and run the best point for the full schedule.",
         epilog="example: python -m bob.sweep --grid configs/classifier/grids/clip.yaml "
-        "--out runs/sweeps/aircraft-clip-bob --launch-final -- -c configs/aircraft.yaml",
+        "--out runs/sweeps/aircraft-clip-bob --launch-final -- -c configs/classifier.yaml -c configs/datasets/aircraft.yaml",
     )
     parser.add_argument("--grid", required=True, help="YAML file: CLI option -> list of values")
     parser.add_argument("--out", required=True, help="folder for point results, results.tsv, final_command.txt")
@@ -29,7 +30,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     options, fit_args = parser.parse_args(argv[:split]), argv[split + 1 :]
     if not fit_args:
-        parser.error("give the shared fit arguments after `--`, e.g. -- -c configs/aircraft.yaml")
+        parser.error("give the shared fit arguments after `--`, e.g. -- -c configs/classifier.yaml -c configs/datasets/aircraft.yaml")
     return options, fit_args
 
 
@@ -52,4 +53,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with input_errors_as_one_line():
+        sys.exit(main())

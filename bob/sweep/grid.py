@@ -9,11 +9,15 @@ from typing import Any
 import yaml
 
 from bob.data.errors import BobInputError
+from bob.shipped import shipped_config
 
 
 def load_grid(path: str | Path) -> dict[str, list[Any]]:
-    """Read a grid file: a YAML mapping from a CLI option (``model.init_args.real_weight``) to its values."""
-    path = Path(path)
+    """Read a grid file: a YAML mapping from a CLI option (``model.init_args.real_weight``) to its values.
+
+    ``configs/classifier/grids/...`` is found inside the package when the working directory has no ``configs/``.
+    """
+    path = Path(shipped_config(str(path)))
     if not path.is_file():
         raise BobInputError(f"grid file {path} does not exist (see configs/classifier/grids/ for examples)")
     grid = yaml.safe_load(path.read_text(encoding="utf-8"))

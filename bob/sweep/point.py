@@ -6,6 +6,7 @@ import sys
 
 from bob.atomic import atomic_write_json
 from bob.cli import main
+from bob.console import input_errors_as_one_line
 
 
 def run_point(result_file: str, args: list[str]) -> None:
@@ -30,4 +31,5 @@ def run_point(result_file: str, args: list[str]) -> None:
 
 if __name__ == "__main__":
     # Under DDP, Lightning starts the other ranks by re-running this same command line.
-    run_point(sys.argv[1], sys.argv[2:])
+    with input_errors_as_one_line():
+        run_point(sys.argv[1], sys.argv[2:])

@@ -42,7 +42,7 @@ class Sweep:
     ``final_command.txt``.
 
     Args:
-        cli_args: the ``fit`` arguments every run shares, e.g. ``-c configs/aircraft.yaml``.
+        cli_args: the ``fit`` arguments every run shares, e.g. ``-c configs/classifier.yaml -c configs/datasets/aircraft.yaml``.
         grid: CLI option -> values.
         out_dir: folder of the sweep's outputs.
         sweep_epochs: epochs of each grid point (the paper: 10).

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 
 from bob.data.errors import BobInputError
 from bob.data.fingerprints import file_sha256
+from bob.datamodules.surface import stage_data
 from bob.toyworld.dataset import WORLD_FILE, WorldImage, ground_truth_context, read_world
 
 
@@ -40,10 +41,7 @@ class GroundTruthCaptioner(LightningModule):
     def _world_path(self) -> Path:
         if self.world_file is not None:
             return Path(self.world_file)
-        root = getattr(getattr(self.trainer.datamodule, "dataset", None), "root", None)
-        if root is None:
-            raise BobInputError("GroundTruthCaptioner needs world_file, or a datamodule whose dataset has a root")
-        return Path(root) / WORLD_FILE
+        return stage_data(self.trainer, "GroundTruthCaptioner (without world_file)").dataset.root / WORLD_FILE
 
     @property
     def caption_settings(self) -> dict[str, Any]:

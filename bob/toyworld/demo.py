@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+from bob.console import input_errors_as_one_line  # noqa: E402
 from bob.data.datasets.folders import ClassFolders  # noqa: E402
 from bob.data.splits import FewShotSplit  # noqa: E402
 from bob.toyworld.captions import DESCRIPTOR  # noqa: E402
@@ -59,11 +60,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lora-steps", type=int, default=defaults.lora_steps)
     parser.add_argument("--classifier-epochs", type=int, default=defaults.classifier_epochs)
     parser.add_argument("--prior", default=None, help="diffusers folder of the text-to-image prior (default: the shipped one)")
-    args = parser.parse_args(argv)
-    settings = PipelineSettings(
-        seed=args.seed, bias=args.bias, num_classes=args.num_classes, images_per_class=args.images_per_class,
-        lora_steps=args.lora_steps, classifier_epochs=args.classifier_epochs, prior=args.prior,
+    parser.add_argument(
+        "--tiny", action="store_true",
+        help="the smallest run through every stage (about a minute on a CPU): checks an install; the sizes above are ignored",
     )
+    args = parser.parse_args(argv)
+    if args.tiny:
+        settings = PipelineSettings.tiny(seed=args.seed, bias=args.bias, prior=args.prior)
+    else:
+        settings = PipelineSettings(
+            seed=args.seed, bias=args.bias, num_classes=args.num_classes, images_per_class=args.images_per_class,
+            lora_steps=args.lora_steps, classifier_epochs=args.classifier_epochs, prior=args.prior,
+        )
     started = time.monotonic()
     pipeline = ToyWorldPipeline(args.out, settings)
     summary = pipeline.run()
@@ -77,4 +85,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    with input_errors_as_one_line():
+        main()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from bob.atomic import atomic_write_json, atomic_write_text
+from bob.atomic import atomic_write_json, atomic_write_text, plain_permissions
 from bob.toyworld.prior_parts import build_sampling_scheduler
 
 TRAINING_FILE = "training.json"
@@ -107,7 +107,7 @@ def export_pipeline(
         write_training_facts(staging, facts)
         if folder.exists():
             shutil.rmtree(folder)
-        staging.chmod(0o755)
+        plain_permissions(staging)  # mkdtemp and safetensors make owner-only folders and files
         staging.rename(folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bob
 from bob.atomic import atomic_write_json
 from bob.cli import main as cli_main
+from bob.shipped import PACKAGE_ROOT, configs_dir
 from bob.toyworld.dataset import SPLIT_FILE, write_dataset
 
 log = logging.getLogger(__name__)
@@ -25,22 +25,18 @@ QUALITY_KEYS = ("fid_mean", "fid_median", "fid_pooled", "kid_mean", "diversity_s
 _STAGE_CONFIGS = {"datadream": ("t2i_datadream.yaml", "generate_datadream.yaml"), "bob": ("t2i.yaml", "generate.yaml")}
 
 
-def package_root() -> Path:
-    return Path(bob.__file__).resolve().parent
-
-
 def default_prior() -> Path:
     """The shipped toy prior (a diffusers pipeline folder inside the package)."""
-    return package_root() / "toyworld" / "prior"
+    return PACKAGE_ROOT / "toyworld" / "prior"
 
 
 def default_backbone() -> Path:
     """The shipped classifier backbone weights, pretrained on the broad world."""
-    return package_root() / "toyworld" / "backbone" / "model.safetensors"
+    return PACKAGE_ROOT / "toyworld" / "backbone" / "model.safetensors"
 
 
 def default_configs() -> Path:
-    return package_root().parent / "configs" / "toyworld"
+    return configs_dir() / "toyworld"
 
 
 @dataclass
@@ -62,7 +58,7 @@ class PipelineSettings:
         classifier_batch_size: images per classifier step.
         real_repeats: times each real shot appears per classifier epoch.
         prior: the text-to-image model (diffusers folder); None is the shipped toy prior.
-        configs: folder of the toy-world stage configs; None is the repository's.
+        configs: folder of the toy-world stage configs; None is the shipped ``configs/toyworld``.
     """
 
     seed: int = 0
@@ -81,6 +77,16 @@ class PipelineSettings:
     prior: str | None = None
     configs: str | None = None
     extra: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> PipelineSettings:
+        """The smallest run that still goes through every stage (about a minute on a CPU): checks an
+        install or a change end to end; its numbers mean nothing."""
+        sizes = dict(
+            num_classes=4, val_per_class=2, test_per_class=3, lora_steps=2, lora_batch_size=4, images_per_class=2,
+            generation_steps=2, classifier_epochs=1, classifier_batch_size=8, real_repeats=1,
+        )
+        return cls(**{**sizes, **overrides})
 
 
 class ToyWorldPipeline:

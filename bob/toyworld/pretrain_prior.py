@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
+from bob.datamodules.surface import stage_data
+from bob.toyworld.broad_world import BroadWorldDataModule
 from bob.toyworld.model_card import export_pipeline
 from bob.toyworld.prior_parts import build_text_encoder, build_training_scheduler, build_unet
 from bob.toyworld.tokenizer import build_tokenizer
@@ -158,13 +160,13 @@ class ToyPriorPretraining(LightningModule):
     def export(self) -> None:
         if not self.trainer.is_global_zero:
             return
-        datamodule = self.trainer.datamodule
+        data = stage_data(self.trainer, "ToyPriorPretraining", BroadWorldDataModule)
         facts = {
             "steps": int(self.global_step),
-            "batch_size": getattr(datamodule, "batch_size", None),
-            "pool_size": getattr(datamodule, "pool_size", None),
-            "num_variants": getattr(datamodule, "num_variants", None),
-            "data_seed": getattr(datamodule, "seed", None),
+            "batch_size": data.batch_size,
+            "pool_size": data.pool_size,
+            "num_variants": data.num_variants,
+            "data_seed": data.seed,
             "wall_time_minutes": round(self.seconds_trained() / 60.0, 1),
             "final_loss_ema": None if self._loss_average is None else round(self._loss_average, 4),
             "hyperparameters": {k: v for k, v in self.hparams.items() if k not in ("output_dir",)},

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
+from bob.datamodules.surface import stage_data
+from bob.toyworld.broad_world import BroadWorldDataModule
 from bob.toyworld.model_card import read_training_facts, write_training_facts
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ class ToyVAEPretraining(LightningModule):
 
     @torch.no_grad()
     def measured_scaling_factor(self, max_batches: int = 8) -> float:
-        loader = self.trainer.datamodule.train_dataloader()
+        loader = stage_data(self.trainer, "ToyVAEPretraining", BroadWorldDataModule).train_dataloader()
         latents = []
         for i, batch in enumerate(loader):
             if i >= max_batches:
@@ -134,13 +136,14 @@ class ToyVAEPretraining(LightningModule):
         was_training = self.vae.training
         self.vae.eval()
         factor = self.measured_scaling_factor()
+        data = stage_data(self.trainer, "ToyVAEPretraining", BroadWorldDataModule)
         self.vae.register_to_config(scaling_factor=factor)
         self.vae.save_pretrained(self.output_dir)
         write_training_facts(self.output_dir, {
             "steps": int(self.global_step) + self._earlier.get("steps", 0),
             "rounds": self._earlier.get("rounds", 1) + (1 if self._earlier else 0),
-            "batch_size": getattr(self.trainer.datamodule, "batch_size", None),
-            "pool_size": getattr(self.trainer.datamodule, "pool_size", None),
+            "batch_size": data.batch_size,
+            "pool_size": data.pool_size,
             "wall_time_minutes": round(
                 (time.monotonic() - self._started) / 60.0 + self._earlier.get("wall_time_minutes", 0.0), 1
             ),

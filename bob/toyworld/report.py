@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 from bob.atomic import atomic_write_text
 from bob.data.records import ImageRecord
 from bob.data.synthetic_set import load_synthetic_records
+from bob.metrics.dependence import class_background_dependence
 from bob.toyworld.contexts import BACKGROUNDS
 from bob.toyworld.dataset import home_background
-from bob.toyworld.dependence import class_background_dependence
 from bob.toyworld.grids import class_grid, save_grid, side_by_side
 from bob.toyworld.meter import ContextMeter
 

@@ -33,7 +33,7 @@ class FGVCAircraft(DatasetReader):
         "data/images_variant_test.txt",
         "data/images",
     )
-    default_val_per_class: ClassVar[int] = 16  # PAPER.md: 1600 validation images for 100 classes
+    default_val_per_class: ClassVar[int] = 16  # the paper: 1600 validation images for 100 classes
     split_files: ClassVar[dict[str, str]] = {
         "train": "data/images_variant_trainval.txt",
         "test": "data/images_variant_test.txt",

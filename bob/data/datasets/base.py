@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from bob.data.class_names import prompt_name
+from bob.data.class_names import folder_name, prompt_name
 from bob.data.errors import DatasetLayoutError
 from bob.data.records import ImageRecord
 
@@ -37,7 +37,7 @@ class DatasetReader(ABC):
     required_paths: ClassVar[tuple[str, ...]]
     #: the folder the official archive extracts to; ``root`` may be that folder or its parent.
     archive_folder: ClassVar[str] = ""
-    #: extra real validation images per class drawn from the train split (PAPER.md's sizes).
+    #: extra real validation images per class drawn from the train split (the paper's sizes).
     default_val_per_class: ClassVar[int] = 10
     #: long-tail class groups: ``many`` above the first count, ``few`` below the second.
     longtail_groups: ClassVar[tuple[int, int]] = (100, 20)
@@ -82,6 +82,11 @@ class DatasetReader(ABC):
         """Class names as they appear in prompts (see `bob.data.class_names.prompt_name`)."""
         return [prompt_name(c) for c in self.class_names]
 
+    @property
+    def folder_names(self) -> list[str]:
+        """Class names as the Diff-II split folders (and so the authors' prompts) write them."""
+        return [folder_name(c) for c in self.class_names]
+
     def records(self, split: Split) -> list[ImageRecord]:
         """All images of the official ``train`` or ``test`` split, sorted by sample id."""
         if split not in ("train", "test"):
@@ -104,7 +109,14 @@ class DatasetReader(ABC):
                     f"under {self.data_dir} are missing, e.g. {shown}. Re-extract the dataset."
                 )
             cache[split] = sorted(found, key=lambda r: r.sample_id)
+            self.__dict__.setdefault("_release_order", {})[split] = found
         return cache[split]
+
+    def release_order(self, split: Split) -> list[ImageRecord]:
+        """The images of ``split`` in the dataset's own index order (CUB: ``images.txt``), which is
+        how the authors' loaders enumerate them and so what their index files count in."""
+        self.records(split)
+        return self.__dict__["_release_order"][split]
 
     def record(self, sample_id: str, label: int) -> ImageRecord:
         """The record of an image inside `data_dir`, used when a split file is read back."""

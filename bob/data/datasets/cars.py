@@ -37,7 +37,7 @@ class StanfordCars(DatasetReader):
         "cars_train",
         "cars_test",
     )
-    default_val_per_class: ClassVar[int] = 10  # PAPER.md: 1960 validation images for 196 classes
+    default_val_per_class: ClassVar[int] = 10  # the paper: 1960 validation images for 196 classes
     split_files: ClassVar[dict[str, tuple[str, str]]] = {
         "train": ("devkit/cars_train_annos.mat", "cars_train"),
         "test": ("cars_test_annos_withlabels.mat", "cars_test"),
@@ -46,6 +46,11 @@ class StanfordCars(DatasetReader):
     def _read_class_names(self) -> list[str]:
         names = load_mat(self.data_dir / "devkit/cars_meta.mat", "class_names")["class_names"]
         return [str(name) for name in as_list(names)]
+
+    @property
+    def folder_names(self) -> list[str]:
+        # Diff-II lower-cases the car names too: "am_general_hummer_suv_2000".
+        return [name.lower() for name in super().folder_names]
 
     def _read_records(self, split: Split) -> list[ImageRecord]:
         annotations_file, folder = self.split_files[split]

@@ -34,7 +34,7 @@ class CUB200(DatasetReader):
         "classes.txt",
         "images",
     )
-    default_val_per_class: ClassVar[int] = 10  # PAPER.md: 2000 validation images for 200 classes
+    default_val_per_class: ClassVar[int] = 10  # the paper: 2000 validation images for 200 classes
     # Diff-Mix's CUB-LT groups (head of about 30 images): many > 20, few < 5.
     longtail_groups: ClassVar[tuple[int, int]] = (20, 5)
 

@@ -30,7 +30,7 @@ class Flowers102(DatasetReader):
     )
     archive_folder: ClassVar[str] = "flowers-102"
     required_paths: ClassVar[tuple[str, ...]] = ("jpg", "imagelabels.mat", "setid.mat")
-    # Not in PAPER.md (Flowers is long-tail only there). 5 leaves 15 of the 20 train images per
+    # Not in the paper (Flowers is long-tail only there). 5 leaves 15 of the 20 train images per
     # class for shots, so 10-shot splits fit, and keeps the long-tail head's leftovers usable.
     default_val_per_class: ClassVar[int] = 5
     # Diff-Mix's Flowers-LT groups (many > 30, few < 10 on a head of about 40 images), scaled

@@ -29,7 +29,7 @@ class OxfordPets(DatasetReader):
     )
     archive_folder: ClassVar[str] = "oxford-iiit-pet"
     required_paths: ClassVar[tuple[str, ...]] = ("images", "annotations/trainval.txt", "annotations/test.txt")
-    default_val_per_class: ClassVar[int] = 16  # PAPER.md: 592 validation images for 37 classes
+    default_val_per_class: ClassVar[int] = 16  # the paper: 592 validation images for 37 classes
     split_files: ClassVar[dict[str, str]] = {"train": "annotations/trainval.txt", "test": "annotations/test.txt"}
 
     def _rows(self, split: Split) -> list[tuple[str, int]]:

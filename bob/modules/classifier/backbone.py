@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import Tensor, nn
 
 from bob.data.errors import BobInputError
+from bob.modules.class_specs import class_path, plain
 
 FineTune = Literal["full", "lora", "linear"]
 
@@ -21,7 +23,8 @@ class Backbone(nn.Module, ABC):
     Construction is cheap and only records the configuration; `build` loads the weights once
     the classifier knows the classes (it is called from ``Classifier.configure_model``).
     Inputs are float images in [0, 1]; the backbone applies its own normalisation, so
-    datamodules stay model-agnostic.
+    datamodules stay model-agnostic. `spec` is the backbone as a config names it
+    (``class_path`` + ``init_args``), which classifier checkpoints keep to rebuild it.
 
     Args:
         finetune: ``full`` trains every weight; ``lora`` trains low-rank adapters on
@@ -53,9 +56,25 @@ class Backbone(nn.Module, ABC):
         self.register_buffer("mean", torch.zeros(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.ones(1, 3, 1, 1), persistent=False)
 
+    def init_arguments(self) -> dict[str, Any]:
+        """The keyword arguments that make this backbone again; a subclass whose attributes do not
+        carry its argument names says so by overriding this."""
+        names = [name for name in inspect.signature(type(self).__init__).parameters if name != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def spec(self) -> dict[str, Any]:
+        """``{"class_path": ..., "init_args": {...}}``: this backbone as a config names it."""
+        return {"class_path": class_path(type(self)), "init_args": plain(self.init_arguments())}
+
     @abstractmethod
-    def build(self, num_classes: int, prompt_names: list[str], descriptor: str, image_size: int) -> None:
-        """Load weights, attach the head (and adapters), set which parameters train."""
+    def build(
+        self, num_classes: int, prompt_names: list[str], descriptor: str, image_size: int, pretrained_weights: bool = True
+    ) -> None:
+        """Load weights, attach the head (and adapters), set which parameters train.
+
+        ``pretrained_weights=False`` builds the network without reading its pretrained weights,
+        for a checkpoint that holds every weight (``finetune: full``) and replaces them anyway.
+        """
 
     @abstractmethod
     def classify(self, pixels: Tensor) -> Tensor:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bob.data.errors import BobInputError
-from bob.data.prompts import CLASS_TEMPLATE, PromptTemplate
+from bob.data.prompts import CLIP_HEAD_TEMPLATE, PromptTemplate
 from bob.hub import check_model_available
 from bob.modules.classifier.backbone import Backbone, FineTune, set_trainable
 
-#: OpenAI CLIP's pixel statistics (PAPER.md: "CLIP normalisation for CLIP").
+#: OpenAI CLIP's pixel statistics (the paper: CLIP normalisation for CLIP).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -40,7 +41,7 @@ class CLIPBackbone(Backbone):
     def __init__(
         self,
         model: str = "openai/clip-vit-base-patch16",
-        prompt: str = CLASS_TEMPLATE,
+        prompt: str = CLIP_HEAD_TEMPLATE,
         finetune: FineTune = "lora",
         lora_rank: int = 16,
         lora_alpha: float = 32,
@@ -54,13 +55,24 @@ class CLIPBackbone(Backbone):
         self.head: nn.Parameter | None = None
         self._cached_text: Tensor | None = None
 
-    def build(self, num_classes: int, prompt_names: list[str], descriptor: str, image_size: int) -> None:
-        from transformers import CLIPModel, CLIPTokenizer
+    def init_arguments(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name, "prompt": self.prompt, "finetune": self.finetune, "lora_rank": self.lora_rank,
+            "lora_alpha": self.lora_alpha, "lora_dropout": self.lora_dropout, "lora_targets": self.lora_targets,
+        }
+
+    def build(
+        self, num_classes: int, prompt_names: list[str], descriptor: str, image_size: int, pretrained_weights: bool = True
+    ) -> None:
+        from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
         if len(prompt_names) != num_classes:
             raise BobInputError(f"CLIPBackbone got {len(prompt_names)} class names for {num_classes} classes")
         check_model_available(self.model_name, "config.json")
-        clip = CLIPModel.from_pretrained(self.model_name)
+        if pretrained_weights or self.finetune != "full":
+            clip = CLIPModel.from_pretrained(self.model_name)
+        else:
+            clip = CLIPModel(CLIPConfig.from_pretrained(self.model_name))
         tokenizer = CLIPTokenizer.from_pretrained(self.model_name)
         if len(tokenizer) <= len(tokenizer.all_special_tokens):
             raise BobInputError(f"the tokenizer of {self.model_name} has no vocabulary ({len(tokenizer)} tokens)")

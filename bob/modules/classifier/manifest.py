@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bob.artifacts import link_stage_artifacts, stage_artifact
 from bob.atomic import atomic_write_json
 from bob.data.fingerprints import file_sha256
 from bob.data.synthetic_set import MANIFEST_LINES
+from bob.datamodules.surface import TrainingPoolData, stage_data
+from bob.runs import run_folder
 from bob.versions import package_versions
 
 MANIFEST_FILE = "manifest.json"
@@ -23,22 +26,26 @@ def _fingerprint(path: Path | None) -> dict[str, Any] | None:
 
 def classifier_manifest(trainer: Any, model: Any) -> dict[str, Any]:
     """Settings, input fingerprints, training-pool counts and the test results of a finished run."""
-    data = trainer.datamodule
+    data = stage_data(trainer, "the classifier's manifest", TrainingPoolData)
     checkpoint = trainer.checkpoint_callback
-    synthetic = getattr(data, "synthetic_folder", None)
+    synthetic = data.synthetic_folder
     score = getattr(checkpoint, "best_model_score", None)
     return {
         "stage": "classifier",
         "backbone": {
             "class": type(model.backbone).__name__,
             **{k: getattr(model.backbone, k) for k in _BACKBONE_SETTINGS if hasattr(model.backbone, k)},
+            **model.backbone.spec(),
         },
-        "hyperparameters": dict(model.hparams),
+        "class_names": model.class_names,
+        "prompt_names": model.prompt_names,
+        "preprocessing": model.preprocessing(),
+        "hyperparameters": {k: v for k, v in model.hparams.items() if not k.startswith("_")},
         "inputs": {
-            "split_file": _fingerprint(Path(data.split_file)) if hasattr(data, "split_file") else None,
-            "synthetic_manifest": _fingerprint(Path(synthetic) / MANIFEST_LINES) if synthetic else None,
+            "split_file": _fingerprint(data.split_file),
+            "synthetic_manifest": _fingerprint(synthetic / MANIFEST_LINES) if synthetic else None,
         },
-        "training_pool": data.pool_summary() if hasattr(data, "pool_summary") else {},
+        "training_pool": data.pool_summary(),
         "monitor": getattr(checkpoint, "monitor", None),
         "best_score": None if score is None else float(score),
         "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
@@ -49,9 +56,19 @@ def classifier_manifest(trainer: Any, model: Any) -> dict[str, Any]:
 
 
 def write_classifier_manifest(trainer: Any, model: Any) -> Path | None:
-    """Write the manifest beside the checkpoints (or into the log folder); rank 0 only."""
-    checkpoint = trainer.checkpoint_callback
-    folder = getattr(checkpoint, "dirpath", None) or trainer.log_dir
-    if not trainer.is_global_zero or folder is None:
+    """Write the manifest into the run's folder (beside ``config.yaml`` and ``checkpoints/``) and,
+    when W&B is online, log the run as an artifact made from its synthetic set; rank 0 writes.
+
+    A collective call under DDP: every rank must make it.
+    """
+    folder = run_folder(trainer)
+    if not trainer.is_global_zero:
         return None
-    return atomic_write_json(Path(folder) / MANIFEST_FILE, classifier_manifest(trainer, model))
+    manifest = classifier_manifest(trainer, model)
+    path = atomic_write_json(folder / MANIFEST_FILE, manifest)
+    synthetic = manifest["inputs"]["synthetic_manifest"]
+    inputs = [stage_artifact("synthetic_set", Path(synthetic["path"]).parent)] if synthetic else []
+    best = manifest["best_checkpoint"]
+    output = stage_artifact("classifier", folder, [MANIFEST_FILE] + ([best] if best else []))
+    link_stage_artifacts(trainer, inputs, output)
+    return path

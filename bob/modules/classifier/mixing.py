@@ -12,7 +12,7 @@ class PartwiseMix(nn.Module):
     """CutMix or MixUp (chosen at random) on a fraction of batches, never across the real/synthetic border.
 
     Mixing a real image with a synthetic one would blur which part of the loss it belongs to,
-    so each part is mixed only within itself (PAPER.md, Step 4). Targets always come back as
+    so each part is mixed only within itself (docs/method.md, stage 4). Targets always come back as
     probabilities (one-hot where nothing was mixed), which the loss takes directly.
 
     Args:

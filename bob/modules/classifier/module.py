@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,6 +15,11 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
 from bob.data.errors import BobInputError
+from bob.datamodules.fewshot import default_eval_transform
+from bob.datamodules.real_images import TO_FLOAT
+from bob.datamodules.surface import StageData, TrainingPoolData, stage_data
+from bob.modules.checkpoints import check_trained_weights, keep_trained_weights
+from bob.modules.class_specs import build_from_spec, class_path, factory_from_spec, factory_spec
 from bob.modules.classifier.backbone import Backbone
 from bob.modules.classifier.manifest import write_classifier_manifest
 from bob.modules.classifier.metrics import classification_metrics
@@ -23,19 +30,26 @@ log = logging.getLogger(__name__)
 
 
 class Classifier(LightningModule):
-    """Fine-tunes a backbone on batches that mix real and synthetic images (PAPER.md, Step 4).
+    """Fine-tunes a backbone on batches that mix real and synthetic images (docs/method.md, stage 4).
 
     loss = λ·CE(real part) + (1−λ)·CE(synthetic part), with CutMix/MixUp on a fraction of
     batches applied to each part separately. Validation and test report top-1 accuracy
     (``acc``), mean per-class accuracy (``acc_per_class``) and, on long-tail splits,
     ``acc_many`` / ``acc_medium`` / ``acc_few``. After ``fit`` the CLI tests the checkpoint of
     the best validation epoch when ``test_after_fit`` is set, and every test writes a
-    ``manifest.json`` beside the checkpoints (inputs, settings, results). Checkpoints hold
+    ``manifest.json`` in the run's folder (inputs, settings, results). Checkpoints hold
     only the trained weights (adapters, heads, or everything under full fine-tuning) plus
     buffers; the rest is reloaded from the backbone's source.
 
+    A checkpoint is self-contained: its hyperparameters hold the backbone (``class_path`` +
+    ``init_args``), the optimizer, the class and prompt names, the descriptor and the image
+    size, and it records the preprocessing (`preprocessing`), so
+    ``Classifier.load_from_checkpoint(path)`` rebuilds the model alone and ``predict`` needs
+    no training config (``python main.py predict -c configs/predict.yaml --ckpt_path ...``).
+
     Args:
-        backbone: the network (``class_path: CLIPBackbone`` or ``TimmBackbone``).
+        backbone: the network (``class_path: CLIPBackbone`` or ``TimmBackbone``); a checkpoint
+            passes its spec (a ``class_path`` + ``init_args`` mapping).
         num_classes: number of classes (linked from the data).
         class_names: raw class names in label order (linked from the data).
         prompt_names: class names as text prompts read them (linked from the data).
@@ -47,7 +61,8 @@ class Classifier(LightningModule):
         cutmix_alpha: Beta parameter of CutMix.
         mixup_alpha: Beta parameter of MixUp.
         label_smoothing: label smoothing of the cross-entropy.
-        optimizer: optimizer over the backbone's parameter groups (AdamW in the paper).
+        optimizer: optimizer over the backbone's parameter groups (AdamW in the paper); a
+            checkpoint passes its spec.
         warmup_epochs: epochs of linear learning-rate warm-up before the cosine decay.
         min_lr: learning rate at the end of the cosine decay.
         test_after_fit: after ``fit``, test the best-validation checkpoint.
@@ -80,7 +95,14 @@ class Classifier(LightningModule):
             raise BobInputError(f"mix_prob must be in [0, 1], got {mix_prob}")
         if class_names is not None and len(class_names) != num_classes:
             raise BobInputError(f"{len(class_names)} class names for num_classes={num_classes}")
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "class_names", "prompt_names"])
+        if isinstance(backbone, Mapping):
+            backbone = build_from_spec(backbone, Backbone, "the classifier's backbone")
+        if isinstance(optimizer, Mapping):
+            optimizer = factory_from_spec(optimizer, torch.optim.Optimizer, "the classifier's optimizer")
+        # Specs, not objects: hyperparameters go into checkpoints, YAML and the logger's config.
+        self.save_hyperparameters(ignore=["backbone", "optimizer"])
+        specs = {"backbone": backbone.spec(), "optimizer": factory_spec(optimizer)}
+        self.save_hyperparameters({k: v for k, v in specs.items() if v is not None})
         self.backbone = backbone
         self.num_classes = num_classes
         self.class_names = class_names
@@ -101,18 +123,21 @@ class Classifier(LightningModule):
         # keys that must be there are checked in `on_load_checkpoint`.
         self.strict_loading = False
 
-    def configure_model(self) -> None:
+    def configure_model(self, pretrained_weights: bool = True) -> None:
         if not self.backbone.built:
-            self.backbone.build(self.num_classes, self.prompt_names, self.descriptor, self.image_size)
+            self.backbone.build(self.num_classes, self.prompt_names, self.descriptor, self.image_size, pretrained_weights)
             trainable = sum(p.numel() for p in self.backbone.parameters() if p.requires_grad)
             total = sum(p.numel() for p in self.backbone.parameters())
             log.info("%s: %d of %d parameters train (%.2f%%)", type(self.backbone).__name__, trainable, total,
                      100 * trainable / max(total, 1))
 
     def setup(self, stage: str) -> None:
+        if stage == "predict":
+            return  # any images (`ImagePredictDataModule`): no split, no groups
         # Long-tail splits say which classes are many/medium/few-shot; the test metrics report them.
-        split = getattr(self.trainer.datamodule, "split", None) if self.trainer is not None else None
-        groups = getattr(split, "class_groups", None)
+        # A test writes the manifest, which records the training pool: ask for it before testing.
+        data = stage_data(self.trainer, "Classifier", TrainingPoolData if stage == "test" else StageData)
+        groups = data.split.class_groups
         if groups and groups != self._class_groups:
             self._class_groups = dict(groups)
             for part in ("val", "test"):
@@ -153,8 +178,28 @@ class Classifier(LightningModule):
         # Every rank calls it: finding the folder may be a collective call; rank 0 writes.
         write_classifier_manifest(self.trainer, self)
 
+    def preprocess(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """uint8 CHW images of any size as one float batch in [0, 1]: the evaluation transform
+        (shorter side resized to ``image_size``, bicubic, then a centre crop), as validation saw them."""
+        transform = default_eval_transform(self.image_size)
+        return torch.stack([TO_FLOAT(transform(image)) for image in images])
+
+    def preprocessing(self) -> dict[str, Any]:
+        """How an image becomes the network's input; saved in checkpoints and the manifest."""
+        return {
+            "image_size": self.image_size,
+            "resize": "shorter side to image_size, bicubic, antialiased",
+            "center_crop": self.image_size,
+            "scale": "uint8 / 255",
+            "mean": self.backbone.mean.flatten().tolist(),
+            "std": self.backbone.std.flatten().tolist(),
+        }
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        probabilities = self(batch["image"]).softmax(dim=-1)
+        images = batch["image"]
+        if isinstance(images, list | tuple):  # images of their own sizes (`ImagePredictDataModule`)
+            images = self.preprocess(images)
+        probabilities = self(images).float().softmax(dim=-1)
         return {"sample_id": batch["sample_id"], "probabilities": probabilities, "prediction": probabilities.argmax(-1)}
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -173,20 +218,22 @@ class Classifier(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep = self._checkpoint_keys()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        keep_trained_weights(checkpoint, self)
+        # `--ckpt_path` and `load_from_checkpoint` rebuild the module from these; values the CLI
+        # links that this class does not take (e.g. path_values) would make that fail.
+        accepted = inspect.signature(type(self).__init__).parameters
+        hparams = checkpoint.get("hyper_parameters", {})
+        hparams = {k: v for k, v in hparams.items() if k in accepted or k.startswith("_")}
+        # Lightning's key for the class of a checkpoint made by the CLI; set for one made in
+        # Python too, so `python main.py predict --ckpt_path` finds the class either way.
+        checkpoint["hyper_parameters"] = {"_class_path": class_path(type(self)), **hparams}
+        checkpoint["preprocessing"] = self.preprocessing()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.configure_model()
-        missing = sorted(self._checkpoint_keys() - set(checkpoint["state_dict"]))
-        if missing:
-            raise BobInputError(
-                f"the checkpoint lacks {len(missing)} trained weight(s) of this model, e.g. {missing[:3]}; "
-                "was it made with another backbone or fine-tuning mode?"
-            )
-
-    def _checkpoint_keys(self) -> set[str]:
-        """Trained parameters plus persistent buffers (e.g. batch-norm statistics)."""
-        parameters = dict(self.named_parameters())
-        trained = {name for name, p in parameters.items() if p.requires_grad}
-        return trained | (set(self.state_dict()) - set(parameters))
+        # Loaded outside a trainer the model is not built yet; a checkpoint of full fine-tuning
+        # holds every weight, so the pretrained ones need not be read (nor be reachable).
+        self.configure_model(pretrained_weights=self.backbone.finetune != "full")
+        check_trained_weights(checkpoint, self, "it was made with another backbone or fine-tuning mode")
+        preprocessing = checkpoint.get("preprocessing")
+        if preprocessing is not None:
+            self.backbone.set_normalization(preprocessing["mean"], preprocessing["std"])

@@ -32,6 +32,9 @@ class TimmBackbone(Backbone):
         lora_alpha: LoRA scaling numerator.
         lora_dropout: dropout on the LoRA branch input.
         lora_targets: layers that get adapters (``qkv`` in timm ViTs).
+        head_init_std: initialise the new head's weights from a truncated normal with this
+            standard deviation and its bias at zero (MAE's fine-tuning recipe: 2e-5); None keeps
+            timm's initialisation.
     """
 
     def __init__(
@@ -45,8 +48,12 @@ class TimmBackbone(Backbone):
         lora_alpha: float = 32,
         lora_dropout: float = 0.1,
         lora_targets: Sequence[str] = ("qkv",),
+        head_init_std: float | None = None,
     ):
         super().__init__(finetune, lora_rank, lora_alpha, lora_dropout, lora_targets)
+        if head_init_std is not None and head_init_std <= 0:
+            raise BobInputError(f"head_init_std must be positive, got {head_init_std}")
+        self.head_init_std = head_init_std
         check_timm_name(model_name, pretrained)
         if layer_decay is not None and not 0 < layer_decay <= 1:
             raise BobInputError(f"layer_decay must be in (0, 1], got {layer_decay}")
@@ -60,23 +67,28 @@ class TimmBackbone(Backbone):
         if self.pretrained and "pretrained_cfg_overlay" not in self.model_kwargs:
             check_timm_weights_available(self.model_name)
 
-    def build(self, num_classes: int, prompt_names: list[str], descriptor: str, image_size: int) -> None:
+    def build(
+        self, num_classes: int, prompt_names: list[str], descriptor: str, image_size: int, pretrained_weights: bool = True
+    ) -> None:
         import timm
 
-        self._check_weights_available()
+        pretrained = self.pretrained and pretrained_weights
+        if pretrained:
+            self._check_weights_available()
         try:
             # ViTs are built for one input size; timm resamples their position embeddings to it.
             net = timm.create_model(
-                self.model_name, pretrained=self.pretrained, num_classes=num_classes,
+                self.model_name, pretrained=pretrained, num_classes=num_classes,
                 **{"img_size": image_size, **self.model_kwargs},
             )
         except TypeError as error:  # convolutional networks take any size and no such argument
             if "img_size" not in str(error) or "img_size" in self.model_kwargs:
                 raise
-            net = timm.create_model(
-                self.model_name, pretrained=self.pretrained, num_classes=num_classes, **self.model_kwargs
-            )
+            net = timm.create_model(self.model_name, pretrained=pretrained, num_classes=num_classes, **self.model_kwargs)
         head = net.get_classifier()
+        if self.head_init_std is not None:
+            nn.init.trunc_normal_(head.weight, std=self.head_init_std)
+            nn.init.zeros_(head.bias)
         if self.finetune == "lora":
             net = self.attach_lora(net)
         else:

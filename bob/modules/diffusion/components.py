@@ -13,7 +13,16 @@ from lightning.pytorch.utilities import rank_zero_info
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from bob.data.errors import BobInputError
-from bob.hub import check_model_available
+from bob.hub import Components, check_model_available
+
+#: What `load_stable_diffusion` reads from a local folder: each subfolder, its config and safetensors weights.
+STABLE_DIFFUSION_COMPONENTS: Components = {
+    "unet": (("config.json",), ("*.safetensors", "*.safetensors.index.json")),
+    "vae": (("config.json",), ("*.safetensors", "*.safetensors.index.json")),
+    "text_encoder": (("config.json",), ("*.safetensors", "*.safetensors.index.json")),
+    "tokenizer": (("tokenizer.json", "vocab.json"),),
+    "scheduler": (("scheduler_config.json",),),
+}
 
 
 @dataclass
@@ -41,7 +50,7 @@ def load_stable_diffusion(
     ``HF_HUB_OFFLINE`` is set, and when the checkpoint is not a plain Stable Diffusion model.
     Weights are read from safetensors files only.
     """
-    check_model_available(name_or_path, "model_index.json")
+    check_model_available(name_or_path, "model_index.json", STABLE_DIFFUSION_COMPONENTS)
     common: dict[str, Any] = {"revision": revision}
     weights: dict[str, Any] = {**common, "variant": variant, "use_safetensors": True}
     unet = UNet2DConditionModel.from_pretrained(name_or_path, subfolder="unet", dtype=dtype, **weights)

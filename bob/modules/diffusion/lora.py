@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -14,8 +12,10 @@ from diffusers import StableDiffusionPipeline
 from diffusers.utils import convert_state_dict_to_diffusers
 from lightning.pytorch.utilities import rank_zero_info
 from peft import LoraConfig
+from peft.tuners.lora import Embedding as LoRAEmbedding
 from peft.utils import get_peft_model_state_dict
 
+from bob.atomic import atomic_write
 from bob.data.errors import BobInputError
 
 #: The file `StableDiffusionPipeline.load_lora_weights(folder)` looks for.
@@ -90,7 +90,11 @@ def attach_lora(
 
 def diffusers_lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The adapter weights of ``model`` in diffusers' key format, fp32, on the CPU."""
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+    # peft's "auto" looks for the base model's config.json (on the hub when a local folder has
+    # none at its top) only to learn whether the vocabulary grew, and warns when it cannot tell;
+    # bob never resizes a vocabulary, so whole embedding layers are saved exactly when adapted.
+    adapts_embeddings = any(isinstance(module, LoRAEmbedding) for module in model.modules())
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model, save_embedding_layers=adapts_embeddings))
     return {key: value.detach().float().cpu().contiguous() for key, value in state.items()}
 
 
@@ -102,55 +106,21 @@ def adapter_metadata(model: torch.nn.Module) -> dict[str, Any]:
 def save_lora_weights(
     folder: str | Path, unet: torch.nn.Module, text_encoder: torch.nn.Module | None = None
 ) -> Path:
-    """Write ``pytorch_lora_weights.safetensors`` (UNet + optional text encoder) atomically."""
+    """Write ``pytorch_lora_weights.safetensors`` (UNet + optional text encoder) atomically,
+    readable as any file the run writes (safetensors alone would leave it owner-only)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".lora-") as tmp:
-        StableDiffusionPipeline.save_lora_weights(
-            tmp,
-            unet_lora_layers=diffusers_lora_state(unet),
-            text_encoder_lora_layers=diffusers_lora_state(text_encoder) if text_encoder is not None else None,
-            unet_lora_adapter_metadata=adapter_metadata(unet),
-            text_encoder_lora_adapter_metadata=adapter_metadata(text_encoder) if text_encoder is not None else None,
-            weight_name=LORA_WEIGHTS_FILE,
-            safe_serialization=True,
-        )
-        os.replace(Path(tmp) / LORA_WEIGHTS_FILE, folder / LORA_WEIGHTS_FILE)
-    return folder / LORA_WEIGHTS_FILE
 
+    def write(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".lora-") as staging:
+            StableDiffusionPipeline.save_lora_weights(
+                staging,
+                unet_lora_layers=diffusers_lora_state(unet),
+                text_encoder_lora_layers=diffusers_lora_state(text_encoder) if text_encoder is not None else None,
+                unet_lora_adapter_metadata=adapter_metadata(unet),
+                text_encoder_lora_adapter_metadata=adapter_metadata(text_encoder) if text_encoder is not None else None,
+                weight_name=LORA_WEIGHTS_FILE,
+                safe_serialization=True,
+            )
+            os.replace(Path(staging) / LORA_WEIGHTS_FILE, tmp)
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_lora_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of an exported adapter folder, checked to be complete."""
-    folder = Path(folder)
-    manifest_path, weights_path = folder / LORA_MANIFEST_FILE, folder / LORA_WEIGHTS_FILE
-    if not manifest_path.is_file() or not weights_path.is_file():
-        raise BobInputError(
-            f"no LoRA adapter at {folder} (expected {LORA_WEIGHTS_FILE} and {LORA_MANIFEST_FILE}); "
-            "the fine-tuning stage writes it: `python main.py fit -c configs/<dataset>/t2i.yaml`"
-        )
-    return json.loads(manifest_path.read_text(encoding="utf-8"))
-
-
-def load_lora(pipeline: StableDiffusionPipeline, folder: str | Path, check_fingerprint: bool = True) -> dict[str, Any]:
-    """Load an exported adapter into a pipeline; returns its manifest.
-
-    With ``check_fingerprint`` the weights file must be the one the manifest describes, so a
-    half-replaced folder is not used silently.
-    """
-    manifest = read_lora_manifest(folder)
-    weights_path = Path(folder) / LORA_WEIGHTS_FILE
-    if check_fingerprint and manifest.get("weights_sha256") != file_sha256(weights_path):
-        raise BobInputError(
-            f"{weights_path} does not match the sha256 recorded in its manifest; the export was "
-            "interrupted or the file was replaced. Export the adapter again."
-        )
-    pipeline.load_lora_weights(str(folder), weight_name=LORA_WEIGHTS_FILE)
-    return manifest
+    return atomic_write(folder / LORA_WEIGHTS_FILE, write)

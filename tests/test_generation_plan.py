@@ -37,7 +37,7 @@ def test_counts_per_class_and_long_tail_rule():
     assert images_per_class(CLASSES, [5, 5, 5], 100) == [100, 100, 100]
     assert images_per_class(CLASSES, [5, 5, 5], {"F/A-18": 7}) == [0, 7, 0]
     # The paper: max(0, 200 - n_real(c) * m), so tail classes get the most images.
-    assert images_per_class(CLASSES, [40, 10, 1], top_up_to=200, real_multiplier=6) == [0, 140, 194]
+    assert images_per_class(CLASSES, [40, 10, 1], top_up_to=200, real_repeats=6) == [0, 140, 194]
 
 
 @pytest.mark.parametrize("bad", [0, -3])

@@ -115,19 +115,19 @@ def images_per_class(
     real_counts: Sequence[int],
     per_class: int | Mapping[str, int] = 100,
     top_up_to: int | None = None,
-    real_multiplier: int = 1,
+    real_repeats: int = 1,
 ) -> list[int]:
     """How many images each class gets.
 
     Either ``per_class`` (one number, or class name -> number), or the long-tail rule of
-    The paper: ``max(0, top_up_to - real_counts[c] * real_multiplier)``, so tail classes get most.
+    The paper: ``max(0, top_up_to - real_counts[c] * real_repeats)``, so tail classes get most.
     """
     if top_up_to is not None:
         if top_up_to < 1:
             raise GenerationPlanError(f"top_up_to must be >= 1 (images per class after topping up), got {top_up_to}")
-        if real_multiplier < 0:
-            raise GenerationPlanError(f"real_multiplier must be >= 0, got {real_multiplier}")
-        return [max(0, top_up_to - n * real_multiplier) for n in real_counts]
+        if real_repeats < 0:
+            raise GenerationPlanError(f"real_repeats must be >= 0, got {real_repeats}")
+        return [max(0, top_up_to - n * real_repeats) for n in real_counts]
     if isinstance(per_class, Mapping):
         unknown = sorted(set(per_class) - set(class_names))
         if unknown:

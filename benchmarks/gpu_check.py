@@ -1,14 +1,16 @@
 """GPU check: SD 2.1-base-sized LoRA steps and generation, the release's recipe against bob's, with model FLOP utilisation.
 
-    python benchmarks/gpu_check.py                  # a CUDA machine, no downloads, about 6 minutes
+    python benchmarks/gpu_check.py                  # a CUDA machine, no downloads, about 15 minutes (estimated)
     python benchmarks/gpu_check.py --compile        # also bob's LoRA step under torch.compile (+1-2 minutes)
+    python benchmarks/gpu_check.py --no-generation-options   # without the generation options (about 6 minutes)
     python benchmarks/gpu_check.py --size tiny --device cpu --repeats 1 --steps 2 --generation-steps 2
 
 Builds random-weight SD 2.1-base components from configs at 512 px and times, alternating:
 LoRA fine-tuning in the release's recipe (plain loop, fp32, VAE and text encoder every step)
 against bob's (same settings, then bf16 mixed precision with the latent cache; SDPA attention
 on both, diffusers' default); generation at 50 steps and CFG 2 with the release's batch-1 fp16
-pipeline loop against the same pipeline batched and bob's batched stage. Model FLOPs are counted on the meta device and
+pipeline loop against the same pipeline batched and bob's batched stage, and on CUDA that stage with each of
+its speed options (compile_unet, channels_last, both, and VAE slicing off). Model FLOPs are counted on the meta device and
 divided by the device's dense bf16 rate (data sheet, or --peak-tflops) and by the rate a large
 bf16 matmul reaches here. Writes gpu_check.json and gpu_check.md into --output.
 """
@@ -56,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generation-batch", type=int, default=16, help="images per batch on bob's path")
     parser.add_argument("--reference-images", type=int, default=4, help="images the batch-1 reference makes")
     parser.add_argument("--compile", action="store_true", help="also time bob's LoRA step under torch.compile")
+    parser.add_argument(
+        "--generation-options", action=argparse.BooleanOptionalAction, default=None,
+        help="also time bob's generation with compile_unet / channels_last on and VAE slicing off "
+        "(default: on CUDA only; compiling on a CPU takes minutes)",
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 TFLOP/s of this device")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
     parser.add_argument("--work", type=Path, default=None, help="where the models and data are written (reused)")
@@ -147,6 +154,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lora = stage_lora.variants(world, settings, work / "lora")
     generation = stage_generation.variants(world, settings, work / "generation")
     generation.pop("bob_same")  # batch 1 through bob: framework overhead, which benchmarks/run.py covers
+    with_options = args.generation_options if args.generation_options is not None else device == "cuda"
+    if with_options:
+        generation |= stage_generation.option_variants(world, settings, work / "generation")
+    else:
+        print("gpu check: bob's generation options (compile_unet, channels_last, vae_slicing) not timed "
+              "(the default off CUDA); --generation-options times them", flush=True)
     lora_results = timed(lora, device, args.repeats, "LoRA")
     generation_results = timed(generation, device, args.repeats, "generation")
 

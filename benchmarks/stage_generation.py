@@ -9,11 +9,33 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import Settings, dataset_section, run_fresh_predict, trainer_section
-from benchmarks.timing import Clock, Run
+from benchmarks.common import CLOCK, Settings, dataset_section, run_fresh_predict, trainer_section
+from benchmarks.timing import Clock, Run, ThroughputClock
 from benchmarks.world import World
 
 _runs = itertools.count()
+
+
+class WrittenImagesClock(ThroughputClock):
+    """bob's generation clock: its last mark waits until the writer has written every image.
+
+    `SyntheticSetWriter` encodes and writes PNGs on background threads and waits for them in
+    ``teardown``, after ``on_predict_end``; without this wait the clock stopped with the last
+    batch's files still being written, while the reference loops' clocks include their own
+    ``image.save``.
+    """
+
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        from bob.callbacks.synthetic_writer import SyntheticSetWriter
+
+        for callback in trainer.callbacks:
+            writes = getattr(callback, "_writes", None) if isinstance(callback, SyntheticSetWriter) else None
+            if writes is not None:
+                writes.wait()
+        super().on_predict_end(trainer, pl_module)
+
+
+GENERATION_CLOCK = {"class_path": f"{__name__}.WrittenImagesClock"}
 
 
 def pipeline_dtype(settings: Settings) -> torch.dtype:
@@ -48,12 +70,14 @@ def reference(world: World, settings: Settings, out: Path, batch_size: int = 1) 
     return clock.run(1)
 
 
-def ours_config(world: World, settings: Settings, run_dir: Path, batch_size: int) -> dict[str, Any]:
-    """`configs/generate.yaml` on the benchmark's model, adapter and caption bank."""
+def ours_config(world: World, settings: Settings, run_dir: Path, batch_size: int, **options: Any) -> dict[str, Any]:
+    """`configs/generate.yaml` on the benchmark's model, adapter and caption bank; ``options`` are
+    further `SyntheticImageGenerator` arguments (``compile_unet``, ``channels_last``, ``vae_slicing``)."""
     side = world.size.image_size
     per_class = len(world.generation) // len(world.class_names)
     trainer = trainer_section(settings, run_dir)
-    trainer["callbacks"] = [{"class_path": "SyntheticSetWriter"}, *trainer["callbacks"]]
+    clocks = [GENERATION_CLOCK if callback == CLOCK else callback for callback in trainer["callbacks"]]
+    trainer["callbacks"] = [{"class_path": "SyntheticSetWriter"}, *clocks]
     return {
         "seed_everything": 0,
         "trainer": trainer,
@@ -62,7 +86,7 @@ def ours_config(world: World, settings: Settings, run_dir: Path, batch_size: int
             "init_args": {
                 "base_model": str(world.stable_diffusion), "lora": str(world.lora), "lora_scale": 1.0,
                 "guidance_scale": settings.guidance, "num_inference_steps": settings.generation_steps,
-                "height": side, "width": side, "dtype": "auto",
+                "height": side, "width": side, "dtype": "auto", **options,
             },
         },
         "data": {
@@ -78,9 +102,10 @@ def ours_config(world: World, settings: Settings, run_dir: Path, batch_size: int
     }
 
 
-def ours(world: World, settings: Settings, work: Path, batch_size: int) -> Run:
+def ours(world: World, settings: Settings, work: Path, batch_size: int, **options: Any) -> Run:
     run_dir = work / f"run{next(_runs)}"
-    return run_fresh_predict(ours_config(world, settings, run_dir, batch_size), run_dir, len(world.generation), "generation")
+    config = ours_config(world, settings, run_dir, batch_size, **options)
+    return run_fresh_predict(config, run_dir, len(world.generation), "generation")
 
 
 def timed_reference(world: World, settings: Settings, work: Path, batch_size: int = 1) -> Run:
@@ -102,4 +127,39 @@ def variants(world: World, settings: Settings, work: Path) -> dict[str, tuple[st
         "plain_batched": (f"StableDiffusionPipeline, batch {batch} per call, {dtype} (batching alone)", False,
                           lambda: timed_reference(world, settings, work, batch_size=batch)),
         "bob_default": (f"bob, batch {batch}, {dtype}", False, lambda: ours(world, settings, work, batch_size=batch)),
+    }
+
+
+#: bob's generation speed options the GPU check times against ``bob_default``: name -> (label, arguments).
+OPTIONS = {
+    "bob_channels_last": ("channels_last", {"channels_last": True}),
+    "bob_compiled": ("compile_unet", {"compile_unet": True}),
+    "bob_compiled_cl": ("compile_unet + channels_last", {"compile_unet": True, "channels_last": True}),
+    "bob_no_vae_slicing": ("vae_slicing off", {"vae_slicing": False}),
+}
+
+
+def option_variants(world: World, settings: Settings, work: Path) -> dict[str, tuple[str, bool, Any]]:
+    """bob's batched stage with each speed option of `SyntheticImageGenerator` (``bob_default``
+    has them at their defaults: no compile, no channels-last, VAE slicing on).
+
+    A compiled variant compiles in its first batch, which the clock's warm-up mark leaves out.
+    Each of its repetitions loads a new UNet and starts from cleared dynamo caches (so no
+    repetition runs eagerly for having hit dynamo's recompile limit); inductor's on-disk cache
+    makes the later compilations faster.
+    """
+    dtype = str(pipeline_dtype(settings)).removeprefix("torch.")
+    batch = settings.generation_batch
+
+    def timed(options: dict[str, Any]) -> Any:
+        def run() -> Run:
+            if options.get("compile_unet"):
+                torch._dynamo.reset()
+            return ours(world, settings, work, batch_size=batch, **options)
+
+        return run
+
+    return {
+        name: (f"bob, batch {batch}, {dtype}, {label}", False, timed(options))
+        for name, (label, options) in OPTIONS.items()
     }

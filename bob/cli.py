@@ -25,7 +25,7 @@ from bob.data.errors import BobInputError
 from bob.datamodules.surface import StageData, as_stage_data, link_data_to_model
 from bob.loggers import silence_empty_notices
 from bob.modules.classifier.module import Classifier
-from bob.modules.diffusion.finetuner import LoRAFineTuner, accumulation_steps
+from bob.modules.diffusion.finetuner import LoRAFineTuner, accumulation_steps, upgrade_legacy_optimizer
 from bob.modules.generator import SyntheticImageGenerator
 from bob.runs import run_folder
 from bob.shipped import with_shipped_configs
@@ -80,6 +80,10 @@ class BobCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         use_step_progress_bar(trainer, configured)
         return trainer
+
+    def before_instantiate_classes(self) -> None:
+        # `fit --ckpt_path` with a LoRA checkpoint of the flat optimizer arguments: their values, spelled anew.
+        upgrade_legacy_optimizer(self._get(self.config, "model"))
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -167,6 +171,7 @@ def main(args: list[str] | None = None, run: bool = True) -> BobCLI:
     """
     show_bob_logs()
     silence_empty_notices()
+    release_finished_runs()
     if args is None:
         # In place: DDP starts the other ranks by re-running sys.argv.
         sys.argv[1:] = with_checkpoint_model(with_shipped_configs(sys.argv[1:]))
@@ -185,6 +190,25 @@ def main(args: list[str] | None = None, run: bool = True) -> BobCLI:
         args=args,
         run=run,
     )
+
+
+def release_finished_runs() -> None:
+    """Let the trainer, data and model of earlier in-process runs go.
+
+    jsonargparse keeps class parsers in a module-level cache keyed by, among others, the
+    LightningCLI's instantiators, and the last subcommand parser in a context variable; both
+    hold the previous CLI, so every in-process ``main([...])`` (the toy-world pipeline runs ten
+    in one process, the science command ten per seed) would keep its models alive to the end.
+    Both are private to jsonargparse: a version without them has nothing to release here.
+    """
+    from jsonargparse import _typehints
+
+    cache = getattr(_typehints, "_cached_class_parsers", None)
+    if cache is not None:
+        cache.clear()
+    last_parser = getattr(_typehints, "subclass_arg_parser", None)
+    if last_parser is not None:
+        last_parser.set(None)
 
 
 def run() -> None:

@@ -56,6 +56,14 @@ class WandbLogger(LightningWandbLogger):
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
 
+    @property
+    def experiment(self) -> Any:
+        # W&B looks for the git repository from the run folder when it starts, and warns
+        # "git root ... does not exist" (recording no commit) if the folder is not there yet.
+        if self._experiment is None:
+            Path(self._wandb_init["dir"]).mkdir(parents=True, exist_ok=True)
+        return super().experiment
+
 
 #: Lightning's two advertisements (litlogger, litmodels), printed by every fit; both begin so.
 LIGHTNING_TIP = "💡 Tip: For seamless cloud"

@@ -45,6 +45,11 @@ def make_world(root: Path, shots: int = 2, with_bank: bool = True) -> dict[str, 
     return paths
 
 
+def adamw(lr: float) -> dict[str, Any]:
+    """The fine-tuner's ``optimizer``: AdamW at learning rate ``lr``, its other settings the paper's."""
+    return {"class_path": "torch.optim.AdamW", "init_args": {"lr": lr}}
+
+
 def fit_config(
     root: Path,
     world: dict[str, Path],
@@ -61,7 +66,7 @@ def fit_config(
         "unet_alpha": 8.0,
         "text_encoder_rank": 4,
         "text_encoder_alpha": 4.0,
-        "learning_rate": 1e-3,
+        "optimizer": adamw(1e-3),
         "warmup_steps": 0,
         "effective_batch_size": None,
         **(model or {}),

@@ -37,9 +37,9 @@ def test_group_metrics_only_for_long_tail_splits():
     assert set(grouped.keys()) == {"val/acc", "val/acc_per_class", "val/acc_many", "val/acc_few"}
 
 
-def _loss_and_grad(logits, labels, is_synthetic, real_weight):
+def _loss_and_grad(logits, labels, num_real, real_weight):
     logits = logits.clone().requires_grad_(True)
-    loss, parts = real_synthetic_loss(logits, F.one_hot(labels, 3).float(), is_synthetic, real_weight)
+    loss, parts = real_synthetic_loss(logits, F.one_hot(labels, 3).float(), num_real, real_weight)
     loss.backward()
     return loss, parts, logits.grad
 
@@ -47,27 +47,25 @@ def _loss_and_grad(logits, labels, is_synthetic, real_weight):
 def test_loss_weighs_the_two_parts_with_lambda():
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
-    is_synthetic = torch.tensor([False, False, False, True, True, True])
-    loss, parts, _ = _loss_and_grad(logits, labels, is_synthetic, 0.8)
+    loss, parts, _ = _loss_and_grad(logits, labels, 3, 0.8)
     real = F.cross_entropy(logits[:3], labels[:3])
     synthetic = F.cross_entropy(logits[3:], labels[3:])
     assert loss.item() == pytest.approx((0.8 * real + 0.2 * synthetic).item(), rel=1e-6)
     assert parts["real"].item() == pytest.approx(real.item(), rel=1e-6)
     assert parts["synthetic"].item() == pytest.approx(synthetic.item(), rel=1e-6)
     # A batch with one part only trains on that part's plain cross-entropy.
-    real_only, _, _ = _loss_and_grad(logits[:3], labels[:3], is_synthetic[:3], 0.8)
+    real_only, _, _ = _loss_and_grad(logits[:3], labels[:3], 3, 0.8)
     assert real_only.item() == pytest.approx(real.item(), rel=1e-6)
 
 
 def test_lambda_one_gives_synthetic_logits_no_gradient():
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
-    is_synthetic = torch.tensor([False, True, False, True, True, False])
-    _, _, grad = _loss_and_grad(logits, labels, is_synthetic, 1.0)
-    assert torch.all(grad[is_synthetic] == 0)
-    assert torch.all(grad[~is_synthetic].abs().sum(-1) > 0)
+    _, _, grad = _loss_and_grad(logits, labels, 2, 1.0)  # 2 real, 4 synthetic
+    assert torch.all(grad[2:] == 0)
+    assert torch.all(grad[:2].abs().sum(-1) > 0)
     # And a synthetic-only batch contributes nothing at λ = 1.
-    loss, _, grad = _loss_and_grad(logits[3:5], labels[3:5], is_synthetic[3:5], 1.0)
+    loss, _, grad = _loss_and_grad(logits[3:5], labels[3:5], 0, 1.0)
     assert loss.item() == 0 and torch.all(grad == 0)
 
 
@@ -82,13 +80,13 @@ def test_lambda_outside_unit_interval_is_refused():
 def test_mixing_never_crosses_the_real_synthetic_border():
     torch.manual_seed(0)
     mixer = PartwiseMix(num_classes=4, prob=1.0)
-    # Real images are 0, synthetic ones 1; real labels are {0, 1}, synthetic labels {2, 3}.
-    is_synthetic = torch.tensor([False, False, True, True] * 4)
+    # A real-first batch: 8 real images (all 0, labels {0, 1}), then 8 synthetic ones (all 1, labels {2, 3}).
+    is_synthetic = torch.arange(16) >= 8
     images = is_synthetic.float().view(-1, 1, 1, 1).expand(16, 3, 8, 8).clone()
-    labels = torch.tensor([0, 1, 2, 3] * 4)
+    labels = torch.tensor([0, 1] * 4 + [2, 3] * 4)
     changed = False
     for _ in range(10):
-        mixed, targets = mixer(images, labels, is_synthetic)
+        mixed, targets = mixer(images, labels, 8)
         assert torch.all(mixed[~is_synthetic] == 0) and torch.all(mixed[is_synthetic] == 1)
         assert torch.allclose(targets.sum(-1), torch.ones(16))
         assert torch.all(targets[~is_synthetic][:, 2:] == 0) and torch.all(targets[is_synthetic][:, :2] == 0)
@@ -99,7 +97,7 @@ def test_mixing_never_crosses_the_real_synthetic_border():
 def test_mixing_probability_zero_returns_one_hot_targets():
     mixer = PartwiseMix(num_classes=3, prob=0.0)
     images, labels = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 1])
-    mixed, targets = mixer(images, labels, torch.tensor([False, False, True, True]))
+    mixed, targets = mixer(images, labels, 2)
     assert torch.equal(mixed, images)
     assert torch.equal(targets, F.one_hot(labels, 3).float())
 

@@ -211,3 +211,20 @@ def test_notices_without_content_are_silenced(caplog):
         rank_zero_info("GPU available: False, used: False")
     assert [record.getMessage() for record in caplog.records] == ["GPU available: False, used: False"]
     assert "anonymous" not in WandbLogger(project="bob-test", offline=True)._wandb_init
+
+
+def test_an_in_process_run_lets_the_previous_runs_model_go(tmp_path):
+    import gc
+    import weakref
+
+    from bob.cli import release_finished_runs
+
+    config = write_config(tmp_path)
+    cli = main(["-c", str(config)], run=False)
+    model = weakref.ref(cli.model)
+    del cli
+    gc.collect()
+    assert model() is not None  # jsonargparse's caches hold the finished CLI...
+    release_finished_runs()  # ...until the next main() releases them
+    gc.collect()
+    assert model() is None

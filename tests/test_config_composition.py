@@ -18,6 +18,7 @@ import torch
 
 from bob.datamodules.real_synthetic import paper_train_transform
 from bob.modules.captioner import DEFAULT_QUESTIONS
+from bob.modules.diffusion.finetuner import LEGACY_OPTIMIZER_ARGUMENTS
 from tests.effective_config import effective_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,6 +116,12 @@ def intended(command: str, old: dict[str, Any]) -> dict[str, Any]:
             folder = "data/bob-release/dataset/validation_splits"
             changes["data.init_args.val_indices"] = f"{folder}/cub_test_validsplit.pkl"
             changes["data.init_args.test_indices"] = f"{folder}/cub_test_testsplit.pkl"
+    # The fine-tuner's optimizer is spelled as the classifier's (class_path + init_args): the same
+    # AdamW and values under new keys (the old ones are in `REMOVED`).
+    if old.get("model.class_path", "").endswith("LoRAFineTuner"):
+        changes["model.init_args.optimizer.class_path"] = "torch.optim.AdamW"
+        changes.update({f"model.init_args.optimizer.init_args.{new}": old[f"model.init_args.{flat}"]
+                        for flat, new in LEGACY_OPTIMIZER_ARGUMENTS.items()})
     # Flowers appears in the paper as Flowers-LT only: every stage logs to one project.
     if old.get("trainer.logger.init_args.project") == "bob-flowers":
         changes["trainer.logger.init_args.project"] = "bob-flowers-lt"
@@ -175,6 +182,8 @@ COMMANDS = sorted(SNAPSHOT["commands"])
 REMOVED = (
     "data.init_args.real_multiplier", "data.init_args.refresh_fraction", "data.init_args.refresh_every_n_epochs",
     "optimizer", "lr_scheduler",
+    # The fine-tuner's flat optimizer settings, now under model.init_args.optimizer (`intended`).
+    *(f"model.init_args.{flat}" for flat in LEGACY_OPTIMIZER_ARGUMENTS),
 )
 
 

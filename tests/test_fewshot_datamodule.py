@@ -34,7 +34,8 @@ def test_batches_are_dicts_of_the_documented_keys(root, tmp_path):
     datamodule.prepare_data()
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
-    assert set(batch) == {"image", "label", "sample_id", "is_synthetic"}
+    assert set(batch) == {"image", "label", "sample_id", "is_synthetic", "host"}
+    assert batch["host"] == {"label": batch["label"].tolist(), "num_real": 4}  # host-side copies for the steps
     assert batch["image"].shape == (4, 3, 16, 16) and batch["image"].dtype == torch.float32
     assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
     assert batch["label"].dtype == torch.int64 and batch["label"].shape == (4,)

@@ -37,7 +37,7 @@ from benchmarks.architectures import (
 )
 from benchmarks.memory import peak_rss_increase, status_kib
 from benchmarks.world import write_dataset
-from bob.cli import main
+from bob.cli import main, release_finished_runs
 from bob.data.caption_bank import CaptionBank
 from bob.data.fingerprints import file_sha256
 from bob.data.synthetic_set import read_manifest_lines, read_summary
@@ -45,7 +45,7 @@ from tests.caption_fixtures import write_caption_config
 from tests.classifier_fixtures import CLASSES as CLASSIFIER_CLASSES
 from tests.classifier_fixtures import clip_backbone, timm_backbone, write_classifier_config
 from tests.generation_world import CLASSES, generation_config, make_world
-from tests.t2i_fixtures import fit_config, manifest
+from tests.t2i_fixtures import adamw, fit_config, manifest
 from tests.test_t2i_export import RecordRestoredWeights
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def measured(part: str, function: Callable[[], Any]) -> Any:
     try:
         memory = peak_rss_increase(lambda: result.setdefault("value", function()))
     finally:
-        forget_cli_runs()
+        release_finished_runs()
         release_memory()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     line = (
@@ -95,20 +95,6 @@ def measured(part: str, function: Callable[[], Any]) -> Any:
     print(f"\n[full size] {line}")
     REPORT.append(line)
     return result["value"]
-
-
-def forget_cli_runs() -> None:
-    """Let the models of finished in-process CLI runs go.
-
-    jsonargparse (4.53) caches class parsers in a module-level dict keyed by, among others, the
-    LightningCLI's instantiators, and keeps the last subcommand parser in a context variable; both
-    hold the CLI and so its trainer, data and model: every ``main([...])`` in a process would keep
-    its models alive until the process ends.
-    """
-    from jsonargparse import _typehints
-
-    _typehints._cached_class_parsers.clear()
-    _typehints.subclass_arg_parser.set(None)  # set by every parse, never reset; it holds the CLI too
 
 
 def release_memory() -> None:
@@ -191,7 +177,7 @@ def lora_step(world: dict[str, Path], model: Path) -> dict[str, Any]:
     root = world["root"]
     lora = {"unet_rank": 16, "unet_alpha": 16.0, "text_encoder_rank": 16, "text_encoder_alpha": 16.0}
     config = fit_config(
-        root, world, model, model={**lora, "learning_rate": 1e-4},
+        root, world, model, model={**lora, "optimizer": adamw(1e-4)},
         trainer={"max_steps": 1, "precision": "bf16-mixed"},
         # None: the data module's random-crop augmentation, so the VAE encodes as in the shipped recipe.
         data={"image_size": PAPER.image_size, "batch_size": 1, "train_transform": None},
@@ -233,7 +219,7 @@ def test_sd21_base_lora_step_through_the_finetuner(lora_run):
     assert lora_run["parameters"] == SD_PARAMETERS
     assert lora_run["text_encoder"] == (23, 1024)
     assert lora_run["frozen_dtypes"] == {torch.bfloat16} and lora_run["lora_dtypes"] == {torch.float32}
-    assert lora_run["batch"] == ((1, 3, 512, 512), torch.float32)
+    assert lora_run["batch"] == ((1, 3, 512, 512), torch.uint8)  # crosses to the device as uint8, scaled there
     assert lora_run["embeddings"] == ((1, 77, 1024), True)
     assert lora_run["global_step"] == 1 and math.isfinite(lora_run["loss"]) and lora_run["loss"] > 0
     for part, names in lora_run["lora_b"].items():

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+import pytest
 import wandb
 import yaml
 
@@ -136,3 +137,18 @@ def test_offline_runs_log_no_artifacts_and_do_not_fail(tmp_path, monkeypatch):
     cli = main(["fit", "-c", str(config), "--trainer.max_epochs=1"])
     assert not link_stage_artifacts(cli.trainer, [stage_artifact("synthetic_set", tmp_path / "synthetic")])
     assert (tmp_path / "runs" / "bob-test" / cli.trainer.logger.version / "manifest.json").is_file()
+
+
+def test_the_run_folder_exists_when_wandb_starts_so_it_finds_the_git_commit(tmp_path, monkeypatch):
+    seen = {}
+
+    def init(**kwargs):
+        seen["dir_exists"] = Path(kwargs["dir"]).is_dir()
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = WandbLogger(project="p", save_dir=str(tmp_path / "runs"))
+    with pytest.raises(RuntimeError, match="stop here"):
+        _ = logger.experiment
+    assert seen["dir_exists"] and Path(logger._wandb_init["dir"]).parent.parent == tmp_path / "runs"

@@ -11,7 +11,7 @@ from bob.modules import LoRAFineTuner
 from bob.modules.diffusion.caching import LatentCache, TextEmbeddingCache, is_deterministic
 from bob.modules.diffusion.finetuner import accumulation_steps
 from bob.modules.diffusion.lora import LoRATargetError
-from tests.t2i_fixtures import CLASSES, fit_config, make_world, manifest, one_torch_thread  # noqa: F401
+from tests.t2i_fixtures import CLASSES, adamw, fit_config, make_world, manifest, one_torch_thread  # noqa: F401
 
 
 def fixed_noise_loss(module: LoRAFineTuner, batch: dict, draws: int = 8) -> float:
@@ -25,7 +25,7 @@ def test_context_fit_lowers_the_loss_on_a_tiny_overfit_task(tmp_path, tiny_sd_pa
     world = make_world(tmp_path, shots=1)
     config = fit_config(
         tmp_path, world, tiny_sd_path,
-        model={"learning_rate": 1e-2, "unet_rank": 8, "unet_alpha": 8.0},
+        model={"optimizer": adamw(1e-2), "unet_rank": 8, "unet_alpha": 8.0},
         trainer={"max_steps": 60},
         data={"shots": 1, "batch_size": 3},
     )

@@ -4,6 +4,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 
 from bob.modules import LoRAFineTuner
 from tests.effective_config import effective_config
@@ -20,11 +21,13 @@ ARMS = {  # overlays -> (prompt mode, base model, epochs, run folder prefix)
 }
 PAPER_RECIPE = {
     "unet_rank": 16, "unet_alpha": 16, "train_text_encoder": True, "text_encoder_rank": 16, "text_encoder_alpha": 16,
-    "lora_init": "gaussian", "learning_rate": 1e-4, "weight_decay": 1e-2, "eps": 1e-8, "warmup_steps": 100,
+    "lora_init": "gaussian", "warmup_steps": 100,
     "max_grad_norm": 1.0, "effective_batch_size": 80,
     "unet_targets": ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"],
     "text_encoder_targets": ["q_proj", "k_proj", "v_proj", "out_proj"],
 }
+#: The paper's AdamW, as the classifier spells an optimizer (``class_path`` + ``init_args``).
+PAPER_OPTIMIZER = {"lr": 1e-4, "betas": [0.9, 0.999], "weight_decay": 1e-2, "eps": 1e-8}
 
 
 def command(stage: str, dataset: str, overlays: tuple[str, ...]) -> list[str]:
@@ -48,7 +51,9 @@ def test_t2i_config_holds_the_paper_recipe(dataset, overlays):
     assert config["model.class_path"].endswith("LoRAFineTuner")
     assert model["prompt_mode"] == mode and model["base_model"] == base_model
     assert {k: model[k] for k in PAPER_RECIPE} == PAPER_RECIPE
-    assert list(model["betas"]) == [0.9, 0.999]
+    assert model["optimizer.class_path"] == "torch.optim.AdamW"
+    optimizer = {k: model[f"optimizer.init_args.{k}"] for k in PAPER_OPTIMIZER}
+    assert {**optimizer, "betas": list(optimizer["betas"])} == PAPER_OPTIMIZER
     assert config["trainer.max_epochs"] == epochs
     assert config["data.init_args.image_size"] == 512 and config["data.init_args.batch_size"] == 8
     steps = [t["class_path"].rsplit(".", 1)[-1] for t in config["data.init_args.train_transform.init_args.transforms"]]
@@ -67,4 +72,8 @@ def test_t2i_config_holds_the_paper_recipe(dataset, overlays):
 def test_module_defaults_are_the_paper_recipe():
     defaults = {k: p.default for k, p in inspect.signature(LoRAFineTuner.__init__).parameters.items() if k != "self"}
     assert {k: defaults[k] for k in PAPER_RECIPE} == PAPER_RECIPE
+    assert defaults["optimizer"]["class_path"] == "torch.optim.AdamW"
+    built = LoRAFineTuner(prompt_mode="class", prompt_names=["a"]).optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+    assert type(built) is torch.optim.AdamW
+    assert {k: list(v) if k == "betas" else v for k, v in built.defaults.items() if k in PAPER_OPTIMIZER} == PAPER_OPTIMIZER
     assert defaults["base_model"] == SD21 and defaults["prompt_mode"] == "context"

@@ -11,7 +11,7 @@ from bob.cli import main
 from bob.data.errors import BobInputError
 from bob.modules import LoRAFineTuner, SyntheticImageGenerator
 from bob.modules.diffusion.lora import LORA_WEIGHTS_FILE, attach_lora, save_lora_weights
-from tests.t2i_fixtures import fit_config, make_world, manifest, one_torch_thread  # noqa: F401
+from tests.t2i_fixtures import adamw, fit_config, make_world, manifest, one_torch_thread  # noqa: F401
 
 
 def generate(pipeline: StableDiffusionPipeline, prompts: list[str]) -> torch.Tensor:
@@ -22,7 +22,7 @@ def generate(pipeline: StableDiffusionPipeline, prompts: list[str]) -> torch.Ten
 
 
 def test_exported_adapter_reproduces_the_in_training_model(tmp_path, tiny_sd_path):
-    config = fit_config(tmp_path, make_world(tmp_path), tiny_sd_path, model={"learning_rate": 5e-2}, trainer={"max_steps": 3})
+    config = fit_config(tmp_path, make_world(tmp_path), tiny_sd_path, model={"optimizer": adamw(5e-2)}, trainer={"max_steps": 3})
     module = main(["fit", "-c", str(config)]).model
     prompts = [module.prompt(0, {"background": "sea", "pose": "landing"}), module.prompt(2, {"background": "grass", "pose": "parked"})]
     module.eval()
@@ -65,7 +65,7 @@ def test_checkpoints_hold_only_lora_weights_and_resume(tmp_path, tiny_sd_path):
     checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                   "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}
     config = fit_config(
-        tmp_path, world, tiny_sd_path, model={"learning_rate": 1e-2},
+        tmp_path, world, tiny_sd_path, model={"optimizer": adamw(1e-2)},
         trainer={"max_steps": 2, "enable_checkpointing": True}, callbacks=[checkpoint],
     )
     main(["fit", "-c", str(config)])
@@ -73,14 +73,19 @@ def test_checkpoints_hold_only_lora_weights_and_resume(tmp_path, tiny_sd_path):
     keys = list(saved["state_dict"])
     assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)
     assert any(k.startswith("text_encoder.") for k in keys)
+    # The optimizer is saved as its spec, as the classifier's is.
+    optimizer = saved["hyper_parameters"]["optimizer"]
+    assert optimizer["class_path"].endswith(".AdamW") and optimizer["init_args"]["lr"] == 1e-2
+    assert optimizer["init_args"]["weight_decay"] == 1e-2 and optimizer["init_args"]["betas"] == [0.9, 0.999]
 
     last = f"--ckpt_path={tmp_path / 'ckpt' / 'last.ckpt'}"
     recorder = {"class_path": "tests.test_t2i_export.RecordRestoredWeights"}
-    resume = fit_config(tmp_path, world, tiny_sd_path, model={"learning_rate": 1e-2},
+    resume = fit_config(tmp_path, world, tiny_sd_path, model={"optimizer": adamw(1e-2)},
                         trainer={"max_steps": 4, "enable_checkpointing": True}, callbacks=[checkpoint, recorder])
     cli = main(["fit", "-c", str(resume), last])
     restored = next(c for c in cli.trainer.callbacks if isinstance(c, RecordRestoredWeights))
     assert restored.step == 2 and cli.trainer.global_step == 4
+    assert cli.model.hparams.optimizer == optimizer and cli.trainer.optimizers[0].defaults["lr"] == 1e-2
     for name, value in saved["state_dict"].items():
         torch.testing.assert_close(restored.weights[name], value)
 
@@ -90,6 +95,28 @@ def test_checkpoints_hold_only_lora_weights_and_resume(tmp_path, tiny_sd_path):
     other_rank.configure_model()
     with pytest.raises(BobInputError, match="other LoRA ranks"):
         other_rank.on_load_checkpoint(saved)
+
+
+def test_checkpoint_with_the_flat_optimizer_arguments_resumes_with_its_values(tmp_path, tiny_sd_path):
+    """Checkpoints made when the fine-tuner took learning_rate/betas/weight_decay/eps still resume."""
+    world = make_world(tmp_path)
+    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}
+    main(["fit", "-c", str(fit_config(tmp_path, world, tiny_sd_path, trainer={"max_steps": 1, "enable_checkpointing": True},
+                                      callbacks=[checkpoint]))])
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    del saved["hyper_parameters"]["optimizer"]
+    saved["hyper_parameters"].update(learning_rate=3e-3, betas=[0.8, 0.99], weight_decay=0.0, eps=1e-6)
+    torch.save(saved, tmp_path / "old.ckpt")
+
+    resume = fit_config(tmp_path, world, tiny_sd_path, trainer={"max_steps": 2, "enable_checkpointing": True}, callbacks=[])
+    cli = main(["fit", "-c", str(resume), f"--ckpt_path={tmp_path / 'old.ckpt'}"])
+    assert cli.trainer.global_step == 2
+    optimizer = cli.trainer.optimizers[0]
+    assert type(optimizer) is torch.optim.AdamW
+    assert {k: optimizer.defaults[k] for k in ("lr", "weight_decay", "eps")} == {"lr": 3e-3, "weight_decay": 0.0, "eps": 1e-6}
+    assert list(optimizer.defaults["betas"]) == [0.8, 0.99]
+    assert cli.model.hparams.optimizer["init_args"]["lr"] == 3e-3 and "learning_rate" not in cli.model.hparams
 
 
 def test_exported_adapter_file_gets_the_permissions_of_a_plain_open(tmp_path, tiny_sd_path):

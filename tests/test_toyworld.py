@@ -15,7 +15,7 @@ from bob.toyworld.captions import broad_caption
 from bob.toyworld.contexts import BACKGROUNDS, POSES
 from bob.toyworld.dataset import home_background, read_world, write_dataset
 from bob.toyworld.meter import ContextMeter
-from bob.toyworld.render import Scene, render
+from bob.toyworld.render import Scene, render, render_with_mask
 from bob.toyworld.tokenizer import build_tokenizer, caption_words
 from bob.toyworld.variants import FEWSHOT_VARIANTS, broad_variants
 
@@ -56,16 +56,38 @@ def test_broad_captions_never_name_a_fewshot_class():
     assert 0.03 < sum(c == "" for c in captions) / len(captions) < 0.15
 
 
-def test_tokenizer_keeps_caption_words_whole_and_splits_new_names(tmp_path):
+def test_tokenizer_keeps_caption_words_and_model_names_whole_and_splits_new_names(tmp_path):
     tokenizer = build_tokenizer(tmp_path)
     for word in caption_words():
         if word.isalpha():
             assert len(tokenizer.tokenize(word)) == 1, word
-    for variant in FEWSHOT_VARIANTS:
-        ids = tokenizer(f"an aircraft photo of a {variant.name}").input_ids
-        assert tokenizer.unk_token_id not in ids[1:-1]
-        assert len(tokenizer.tokenize(variant.name)) >= 3
+    # Every model name, broad or few-shot, is one token: the prior can bind a name to a look.
+    for variant in (*broad_variants(), *FEWSHOT_VARIANTS):
+        assert len(tokenizer.tokenize(variant.name)) == 1, variant.name
+    # A name the world never had still encodes, in known pieces.
+    pieces = tokenizer.tokenize("Quixotron")
+    assert len(pieces) >= 2 and tokenizer.unk_token not in pieces
     assert (tmp_path / "vocab.json").is_file() and (tmp_path / "merges.txt").is_file()
+
+
+def test_render_mask_covers_the_aircraft_and_leaves_the_render_unchanged():
+    variant = FEWSHOT_VARIANTS[0]
+    small, large = (Scene(variant, 0, pose, seed=5) for pose in _poses_by_scale())
+    image, mask = render_with_mask(small)
+    assert np.array_equal(np.asarray(image), np.asarray(render(small)))
+    assert mask.shape == (64, 64) and mask.dtype == np.float32 and 0.0 <= mask.min() and mask.max() == 1.0
+    assert 0.02 < mask.mean() < 0.5
+    assert render_with_mask(large)[1].sum() > 1.3 * mask.sum()
+    # Pixels under the mask differ between classes; pixels outside it are the same background.
+    other = np.asarray(render(Scene(FEWSHOT_VARIANTS[-1], 0, small.pose, seed=5)), np.float32)
+    difference = np.abs(np.asarray(image, np.float32) - other).max(axis=2)
+    outside = (mask == 0) & (render_with_mask(Scene(FEWSHOT_VARIANTS[-1], 0, small.pose, seed=5))[1] == 0)
+    assert difference[outside].max() == 0 and difference.max() > 60
+
+
+def _poses_by_scale() -> tuple[int, int]:
+    by_scale = sorted(range(len(POSES)), key=lambda p: POSES[p].scale)
+    return by_scale[0], by_scale[-1]
 
 
 def test_context_meter_reads_backgrounds_of_fresh_renders():
@@ -130,3 +152,20 @@ def test_bias_knob_zero_gives_no_home_preference(tmp_path):
     train = [w for w in world.values() if w.part == "train"]
     assert len(train) == 40
     assert not [w for w in train if w.background == home_background(label_of[w.class_name])]
+
+
+def test_broad_dataset_is_reused_only_for_the_same_world(tmp_path):
+    from bob.toyworld.backbone import write_broad_dataset
+
+    root = write_broad_dataset(tmp_path / "broad", per_class=1, test_per_class=1)
+    names = sorted(p.name for p in (root / "train").iterdir())
+    assert names == sorted(v.name for v in broad_variants())
+    marker = (root / "done").stat().st_mtime_ns
+    assert write_broad_dataset(root, per_class=1, test_per_class=1) == root
+    assert (root / "done").stat().st_mtime_ns == marker  # reused, not rendered again
+    # A folder from another version of the world (other model names) is rendered again.
+    (root / "train" / "Oldname").mkdir()
+    (root / "done").write_text("Oldname\n", encoding="utf-8")
+    write_broad_dataset(root, per_class=1, test_per_class=1)
+    assert not (root / "train" / "Oldname").exists()
+    assert sorted(p.name for p in (root / "train").iterdir()) == names

@@ -22,20 +22,25 @@ def test_pretraining_stages_export_a_loadable_pipeline(tmp_path):
     ]
     main([
         "fit", "-c", str(configs / "prior_vae.yaml"), "--trainer.max_steps=2", *tiny_data,
-        f"--model.init_args.output_dir={vae_dir}", "--model.init_args.channels=[8,16,16]",
+        f"--model.init_args.output_dir={vae_dir}", "--model.init_args.channels=[8,16]",
+        "--model.init_args.latent_channels=4", "--model.init_args.object_weight=5",
     ])
-    assert json.loads((vae_dir / "training.json").read_text())["steps"] == 2
+    facts = json.loads((vae_dir / "training.json").read_text())
+    assert facts["steps"] == 2 and facts["finished"] and facts["object_weight"] == 5
     main([
         "fit", "-c", str(configs / "prior.yaml"), "--trainer.max_steps=2", *tiny_data,
         "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
         f"--model.init_args.vae={vae_dir}", f"--model.init_args.output_dir={prior_dir}",
-        "--model.init_args.unet_channels=[32,32,32]", "--model.init_args.text_hidden_size=32",
+        "--model.init_args.unet_channels=[32,32,32,32]", "--model.init_args.plain_levels=2",
+        "--model.init_args.text_hidden_size=32",
         "--model.init_args.export_every_n_steps=1",
     ])
     card = (prior_dir / "README.md").read_text()
     assert "2 steps at batch 4" in card and "python -m bob.toyworld.pretrain" in card
     pipeline = StableDiffusionPipeline.from_pretrained(prior_dir, safety_checker=None)
     assert pipeline.unet.dtype == torch.float32  # stored in fp16, loaded as fp32 on a CPU
+    assert pipeline.unet.config.sample_size == 32 and pipeline.unet.config.in_channels == 4
+    assert pipeline.unet.config.down_block_types == ["DownBlock2D"] * 2 + ["CrossAttnDownBlock2D"] * 2
     image = pipeline("an aircraft photo of a jetliner", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (64, 64, 3)
 
@@ -53,3 +58,72 @@ def test_shipped_prior_is_small_complete_and_uses_the_world_vocabulary(tmp_path)
     write_tokenizer_files(tmp_path)
     shipped = CLIPTokenizer.from_pretrained(prior / "tokenizer")
     assert shipped.get_vocab() == json.loads((tmp_path / "vocab.json").read_text())
+
+
+def test_pretraining_command_skips_finished_vae_rounds_and_continues_stage_b(tmp_path, monkeypatch):
+    from bob.toyworld import pretrain
+    from bob.toyworld.model_card import write_training_facts
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(pretrain, "cli_main", calls.append)
+    write_training_facts("runs/toyworld/prior_vae/round1", {"steps": 10, "finished": True})
+    pretrain.main(["--output", "out"])
+    assert len(calls) == 1 and "prior.yaml" in calls[0][2]  # stage A was complete
+    assert not any(a.startswith("--ckpt_path") for a in calls[0])
+
+    write_training_facts("runs/toyworld/prior_vae/round1", {"steps": 4, "finished": False})
+    (tmp_path / "runs/toyworld/prior_checkpoints").mkdir(parents=True)
+    (tmp_path / "runs/toyworld/prior_checkpoints/last.ckpt").write_bytes(b"")
+    calls.clear()
+    pretrain.main(["--output", "out"])
+    assert "prior_vae.yaml" in calls[0][2] and "prior.yaml" in calls[1][2]  # unfinished round runs again
+    assert "--ckpt_path=runs/toyworld/prior_checkpoints/last.ckpt" in calls[1]
+    calls.clear()
+    pretrain.main(["--output", "out", "--skip-vae", "--steps", "5000"])  # continue further than the config says
+    assert calls[0][-2:] == ["--ckpt_path=runs/toyworld/prior_checkpoints/last.ckpt", "--trainer.max_steps=5000"]
+    calls.clear()
+    pretrain.main(["--output", "out", "--skip-vae", "--restart"])
+    assert len(calls) == 1 and not any(a.startswith("--ckpt_path") for a in calls[0])
+
+
+def test_round_trip_ceiling_is_the_oracle_accuracy_through_the_autoencoder():
+    import numpy as np
+
+    from bob.toyworld.oracle import ClassOracle
+    from bob.toyworld.render import render
+    from bob.toyworld.round_trip import oracle_round_trip_accuracy, random_scenes
+    from bob.toyworld.variants import FEWSHOT_VARIANTS
+
+    class Lossless:
+        """Encodes to the image itself: the ceiling is then the oracle's accuracy on renders."""
+
+        def encode(self, x):
+            return type("Encoded", (), {"latent_dist": type("Posterior", (), {"mean": x})()})()
+
+        def decode(self, z):
+            return type("Decoded", (), {"sample": z})()
+
+    class Blank(Lossless):
+        def decode(self, z):
+            return super().decode(torch.zeros_like(z))
+
+    oracle = ClassOracle(renders_per_class=6, steps=40)
+    labels = np.repeat(np.arange(len(FEWSHOT_VARIANTS)), 3)
+    scenes = random_scenes([FEWSHOT_VARIANTS[c] for c in labels], 4242)
+    direct = float(np.mean(oracle.predict([render(s) for s in scenes]) == labels))
+    assert oracle_round_trip_accuracy(Lossless(), oracle, per_class=3) == direct
+    # A decoder that erases the image leaves one prediction for every image: chance.
+    assert oracle_round_trip_accuracy(Blank(), oracle, per_class=3) == 1 / len(FEWSHOT_VARIANTS)
+
+
+def test_vae_eval_reports_the_ceiling_of_each_autoencoder(tmp_path, capsys):
+    from bob.toyworld.pretrain_vae import build_vae
+    from bob.toyworld.vae_eval import main as vae_eval
+
+    build_vae((8, 16), latent_channels=4).save_pretrained(tmp_path / "vae")
+    results = vae_eval([str(tmp_path / "vae"), "--per-class", "2", "--oracle-steps", "20", "--oracle-renders", "4"])
+    row = results[str(tmp_path / "vae")]
+    assert 0.0 <= row["oracle_after_round_trip"] <= 1.0
+    assert row["share_of_render_accuracy"] == row["oracle_after_round_trip"] / results["oracle_on_renders"]
+    assert json.loads(capsys.readouterr().out) == results

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
@@ -21,7 +22,7 @@ from bob.data.longtail import sample_longtail_split
 from bob.data.records import ImageRecord
 from bob.data.release_indices import carve_test_split
 from bob.data.splits import FewShotSplit, sample_fewshot_split
-from bob.datamodules.real_images import RecordDataset
+from bob.datamodules.real_images import SCALES_UINT8_IMAGES, RecordDataset, collate_samples
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class FewShotDataModule(LightningDataModule):
         image_size: side of the square images the model receives.
         batch_size: images per batch on each device.
         num_workers: dataloader worker processes.
+        pin_memory: page-locked batches, so their copy to the GPU runs alongside the step; None
+            (auto) pins them when the trainer runs on CUDA.
         train_transform: augmentation applied to uint8 image tensors during fit; None uses a
             random resized crop and horizontal flip.
         eval_transform: transform for validation, test and predict; None resizes and center-crops.
@@ -125,6 +128,7 @@ class FewShotDataModule(LightningDataModule):
         image_size: int = 224,
         batch_size: int = 32,
         num_workers: int = 4,
+        pin_memory: bool | None = None,
         train_transform: Callable | None = None,
         eval_transform: Callable | None = None,
         verify_shots: bool = True,
@@ -158,6 +162,7 @@ class FewShotDataModule(LightningDataModule):
         self.image_size = image_size
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.pin_memory = pin_memory
         self.train_transform = train_transform or default_train_transform(image_size)
         self.eval_transform = eval_transform or default_eval_transform(image_size)
         self.verify_shots = verify_shots
@@ -330,10 +335,31 @@ class FewShotDataModule(LightningDataModule):
     def records_dataset(self, records: list[ImageRecord], train: bool) -> Dataset:
         transform = self.train_transform if train else self.eval_transform
         # Plain values only: each dataloader worker gets a pickled copy of the dataset.
-        return RecordDataset(records, transform, self.extra_fields(records))
+        return RecordDataset(
+            records, transform, self.extra_fields(records), uint8_images=self.uint8_images, load=self.image_loader()
+        )
 
-    def make_dataloader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        """The one dataloader factory every DataModule in bob uses."""
+    def image_loader(self) -> Callable[[str], Any] | None:
+        """What reads an image file as a uint8 tensor for `RecordDataset`; None: decode it (here, always)."""
+        return None
+
+    @property
+    def uint8_images(self) -> bool:
+        """Serve images as uint8: the trainer's module scales them on its device (`SCALES_UINT8_IMAGES`)."""
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return getattr(module, SCALES_UINT8_IMAGES, False) is True
+
+    @property
+    def pins_memory(self) -> bool:
+        """``pin_memory``, or where it is None (auto): whether the trainer runs on CUDA."""
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator)
+
+    def make_dataloader(
+        self, dataset: Dataset, shuffle: bool, drop_last: bool = False, collate_fn: Callable | None = None
+    ) -> DataLoader:
+        """The one dataloader factory every DataModule in bob uses; ``collate_fn`` None: torch's default."""
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -341,17 +367,22 @@ class FewShotDataModule(LightningDataModule):
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=False,
+            pin_memory=self.pins_memory,
+            collate_fn=collate_fn,
         )
 
+    def records_dataloader(self, records: list[ImageRecord], train: bool, shuffle: bool) -> DataLoader:
+        """Batches of `RecordDataset` samples through `collate_samples` (host-side labels, real images first)."""
+        return self.make_dataloader(self.records_dataset(records, train), shuffle=shuffle, collate_fn=collate_samples)
+
     def train_dataloader(self) -> DataLoader:
-        return self.make_dataloader(self.records_dataset(self.split.train, train=True), shuffle=True)
+        return self.records_dataloader(self.split.train, train=True, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.make_dataloader(self.records_dataset(self.split.val, train=False), shuffle=False)
+        return self.records_dataloader(self.split.val, train=False, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self.make_dataloader(self.records_dataset(self.split.test, train=False), shuffle=False)
+        return self.records_dataloader(self.split.test, train=False, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.make_dataloader(self.records_dataset(self.split.train, train=False), shuffle=False)
+        return self.records_dataloader(self.split.train, train=False, shuffle=False)

@@ -6,10 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bob.data.caption_bank import RECORDS_FILE
 from bob.data.datasets.base import DatasetReader
+from bob.data.errors import BobInputError
 from bob.data.fingerprints import file_sha256
 from bob.data.generation_plan import (
     Context,
@@ -26,6 +28,30 @@ from bob.data.synthetic_set import ImageFormat, SyntheticSetFolder
 from bob.datamodules.fewshot import FewShotDataModule
 
 log = logging.getLogger(__name__)
+
+#: Images per batch when ``batch_size`` is automatic and the device is not a GPU (or the model
+#: cannot measure its memory).
+DEFAULT_BATCH_SIZE = 8
+#: Most images per batch the automatic batch size picks: beyond it a GPU is already full of work.
+MAX_AUTO_BATCH_SIZE = 64
+#: Share of the free GPU memory the automatic batch size plans to use (the rest: fragmentation,
+#: kernel workspaces, the estimate's error).
+MEMORY_MARGIN = 0.8
+
+
+def batch_size_for_memory(
+    free_bytes: int, bytes_per_image: int, cap: int = MAX_AUTO_BATCH_SIZE, fixed_bytes: int = 0,
+    margin: float = MEMORY_MARGIN,
+) -> int:
+    """Images per batch that fit in ``margin`` of ``free_bytes`` when a batch of n images needs
+    ``fixed_bytes + n * bytes_per_image``; at least 1 (a batch that does not fit fails loudly
+    rather than silently), at most ``cap``."""
+    if cap < 1:
+        raise ValueError(f"cap must be at least 1, got {cap}")
+    if bytes_per_image <= 0:
+        return cap
+    fitting = int((free_bytes * margin - fixed_bytes) // bytes_per_image)
+    return max(1, min(cap, fitting))
 
 
 class PlanDataset(Dataset):
@@ -80,7 +106,11 @@ class GenerationDataModule(FewShotDataModule):
             (docs/parity.md).
         image_format: ``png`` (lossless), ``jpg`` or ``webp``.
         image_quality: JPEG / WebP quality.
-        batch_size: images generated per batch on each device.
+        batch_size: images generated per batch on each device. None (automatic): on a GPU, as
+            many as fit in 80% of its free memory once the model is loaded (measured with two
+            one-step probe batches, see `SyntheticImageGenerator.measure_image_memory`), at most
+            64, the smallest over the ranks; elsewhere 8. The choice is logged. Images do not
+            depend on the batch (within one grey level), nor on this choice.
         num_workers: dataloader workers (the plan is in memory; 0 is right).
         **kwargs: the split arguments of `FewShotDataModule` (shots, seed, split_file,
             imbalance_factor, real_repeats, arm...) and ``caption_bank``, the bank the
@@ -100,11 +130,18 @@ class GenerationDataModule(FewShotDataModule):
         seed_scope: SeedScope = "image",
         image_format: ImageFormat = "png",
         image_quality: int = 95,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         num_workers: int = 0,
         **kwargs: Any,
     ):
-        super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, verify_shots=False, **kwargs)
+        if batch_size is not None and batch_size < 1:
+            raise BobInputError(f"batch_size must be at least 1 (or null: automatic), got {batch_size}")
+        # Until `predict_dataloader` measures the device, an automatic size reads as the CPU default.
+        super().__init__(
+            dataset, batch_size=batch_size or DEFAULT_BATCH_SIZE, num_workers=num_workers, verify_shots=False, **kwargs
+        )
+        #: the configured batch size; None: chosen from the device's memory (`choose_batch_size`)
+        self.requested_batch_size = batch_size
         self.output_dir = self.format_path(output_dir, "output_dir")
         self.strategy = strategy
         self.images_per_class = images_per_class
@@ -205,4 +242,34 @@ class GenerationDataModule(FewShotDataModule):
         # Lightning's predict sampler fails on a rank with no sample (fewer images than ranks).
         world = trainer.world_size if trainer is not None else 1
         padding = world - len(pending) if 0 < len(pending) < world else 0
+        if self.requested_batch_size is None and pending and trainer is not None:
+            self.batch_size = self.choose_batch_size(trainer)
         return self.make_dataloader(PlanDataset(pending, padding), shuffle=False)
+
+    def choose_batch_size(self, trainer: Any) -> int:
+        """The automatic batch size on ``trainer``'s device, the model loaded (every rank calls it).
+
+        On CUDA: from the free memory and the model's measured cost per image
+        (``measure_image_memory``), the smallest over the ranks. Elsewhere, or for a model
+        that cannot measure itself: ``DEFAULT_BATCH_SIZE``.
+        """
+        device = trainer.strategy.root_device
+        measure = getattr(trainer.lightning_module, "measure_image_memory", None)
+        cost = measure() if device.type == "cuda" and measure is not None else None
+        if cost is None:
+            log.info("batch size %d (automatic; %s)", DEFAULT_BATCH_SIZE,
+                     "not a GPU" if device.type != "cuda" else "the model cannot measure its memory")
+            return DEFAULT_BATCH_SIZE
+        fixed, per_image = cost
+        free, _ = torch.cuda.mem_get_info(device)
+        size = batch_size_for_memory(free, per_image, fixed_bytes=fixed)
+        if trainer.world_size > 1:
+            size = int(trainer.strategy.all_gather(torch.tensor(size, device=device)).min())
+        gib = 2**30
+        log.info(
+            "batch size %d (automatic: %.1f GiB free on %s, %.2f GiB per image + %.2f GiB per batch, %.0f%% of it "
+            "planned, at most %d, smallest over %d rank(s))",
+            size, free / gib, device, per_image / gib, fixed / gib, 100 * MEMORY_MARGIN, MAX_AUTO_BATCH_SIZE,
+            trainer.world_size,
+        )
+        return size

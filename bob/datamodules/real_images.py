@@ -1,12 +1,12 @@
-"""A torch Dataset over `ImageRecord`s that yields the project's dict samples."""
+"""A torch Dataset over `ImageRecord`s that yields the project's dict samples, and their collate."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
 from bob.data.images import load_rgb
@@ -16,14 +16,27 @@ from bob.data.records import ImageRecord
 #: float in [0, 1] after them; normalisation belongs to the model.
 TO_UINT8 = v2.ToImage()
 TO_FLOAT = v2.ToDtype(torch.float32, scale=True)
+#: The batch key of `collate_samples`' host-side values (plain Python, never moved to a device).
+HOST_FIELDS = "host"
+#: A LightningModule with this attribute set to True takes uint8 ``batch["image"]`` and scales it
+#: on its device (`scale_images`); the few-shot DataModules then serve uint8 images, a quarter of
+#: the bytes of float32 to copy to the device.
+SCALES_UINT8_IMAGES = "scales_uint8_images"
 
 
 class RecordDataset(Dataset):
     """Images of a list of records, each sample a dict.
 
-    Keys: ``image`` (float CHW in [0, 1]), ``label``, ``sample_id``, ``is_synthetic`` (the
-    ``is_synthetic`` argument: False for real images), plus the record's entry in ``extra_fields``
-    (sample id -> fields, e.g. caption attributes).
+    Keys: ``image`` (float CHW in [0, 1]; uint8 CHW with ``uint8_images``), ``label``,
+    ``sample_id``, ``is_synthetic`` (the ``is_synthetic`` argument: False for real images), plus
+    the record's entry in ``extra_fields`` (sample id -> fields, e.g. caption attributes).
+
+    Args:
+        load: reads a record's image file as a uint8 CHW tensor (a picklable callable, e.g. a
+            `bob.data.resized_cache.ResizedImageCache`); None decodes the file (`load_rgb`).
+        uint8_images: keep an image that leaves ``transform`` as uint8 (the model scales it on
+            its device, `scale_images`); an image the transform made float is scaled here as
+            always.
     """
 
     def __init__(
@@ -32,25 +45,73 @@ class RecordDataset(Dataset):
         transform: Callable | None = None,
         extra_fields: Mapping[str, Mapping[str, Any]] | None = None,
         is_synthetic: bool = False,
+        uint8_images: bool = False,
+        load: Callable[[str], torch.Tensor] | None = None,
     ):
         self.records = records
         self.transform = transform
         self.extra_fields = extra_fields or {}
         self.is_synthetic = is_synthetic
+        self.uint8_images = uint8_images
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        image = TO_UINT8(load_rgb(record.path))
+        image = TO_UINT8(load_rgb(record.path)) if self.load is None else self.load(record.path)
         if self.transform is not None:
             image = self.transform(image)
         sample = {
-            "image": TO_FLOAT(image),
+            "image": image if self.uint8_images and image.dtype == torch.uint8 else TO_FLOAT(image),
             "label": record.label,
             "sample_id": record.sample_id,
             "is_synthetic": self.is_synthetic,
         }
         sample.update(self.extra_fields.get(record.sample_id, {}))
         return sample
+
+
+def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """`default_collate`, real images first, plus host-side copies of what a training step reads.
+
+    Real samples come before synthetic ones (each part in its order), so a model takes the two
+    parts as slices, never as boolean masks, whose sizes are device values. ``batch["host"]``
+    holds ``label`` (a list of ints) and ``num_real`` (how many samples come first), read by the
+    training steps instead of the device tensors: reading a device value makes the host wait
+    for the GPU. Runs in the DataLoader's workers.
+    """
+    samples = sorted(samples, key=lambda sample: bool(sample.get("is_synthetic", False)))
+    batch = default_collate(samples)
+    batch[HOST_FIELDS] = {
+        "label": [int(sample["label"]) for sample in samples],
+        "num_real": sum(not sample.get("is_synthetic", False) for sample in samples),
+    }
+    return batch
+
+
+def scale_images(images: Any, module: Any = None) -> Any:
+    """uint8 images as float in [0, 1], on their device (`TO_FLOAT`: the same numbers as scaling
+    before the transfer); float images, and anything else, as they are.
+
+    ``module``: a LightningModule; under a trainer its precision plugin then converts the images
+    as it converts float inputs before the transfer (``16-true`` -> float16).
+    """
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        return images
+    images = TO_FLOAT(images)
+    trainer = getattr(module, "_trainer", None)
+    return trainer.precision_plugin.convert_input(images) if trainer is not None else images
+
+
+def host_labels(batch: Mapping[str, Any]) -> list[int]:
+    """A batch's labels as Python ints: its host-side copy (`collate_samples`) where it has one.
+
+    Otherwise ``batch["label"]`` is read, in one call (one wait where it is on a GPU).
+    """
+    host = batch.get(HOST_FIELDS)
+    if host is not None and "label" in host:
+        return list(host["label"])
+    labels = batch["label"]
+    return labels.tolist() if isinstance(labels, torch.Tensor) else [int(label) for label in labels]

@@ -62,3 +62,20 @@ def factory_from_spec(spec: Mapping[str, Any], base: type, what: str) -> Callabl
     """The factory a `factory_spec` describes: the class with its keyword arguments bound."""
     cls = import_class(spec["class_path"], base, what)
     return functools.partial(cls, **dict(spec.get("init_args") or {}))
+
+
+def factory_argument(
+    factory: Callable[..., Any] | Mapping[str, Any], base: type, what: str
+) -> tuple[Callable[..., Any], dict[str, Any] | None]:
+    """A module's factory argument (e.g. ``optimizer: OptimizerCallable``) as the factory to call
+    and the spec to save in its hyperparameters, so a checkpoint, a run record and the logger's
+    config hold ``class_path`` + ``init_args``.
+
+    ``factory`` is what jsonargparse passes (a class, or a partial binding its ``init_args``), a
+    callable given in Python, or a spec: what a checkpoint passes back, or a default written as
+    one so ``--print_config`` shows its values. The spec is None for a callable that has none
+    (a lambda): such a module saves no spec and a checkpoint rebuilds it with the default.
+    """
+    if isinstance(factory, Mapping):
+        factory = factory_from_spec(factory, base, what)
+    return factory, factory_spec(factory)

@@ -41,6 +41,27 @@ SchedulerName = Literal["default", "pndm", "ddim", "dpm_solver", "unipc", "euler
 LORA_ADAPTER = "bob"
 
 
+class CudaMemory:
+    """The CUDA caching allocator's counters of one device, as `measure_image_memory` reads them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.base = 0
+
+    def reset(self) -> None:
+        """Free the cache and start a new peak, counted from what is allocated now (the weights)."""
+        gc.collect()
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        self.base = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int:
+        """Most bytes allocated since `reset`, beyond what was allocated then."""
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.max_memory_allocated(self.device) - self.base
+
+
 class SyntheticImageGenerator(LightningModule):
     """Generates one image per plan item from a Stable Diffusion model and a LoRA adapter.
 
@@ -71,6 +92,17 @@ class SyntheticImageGenerator(LightningModule):
             float16 on CUDA and float32 elsewhere.
         path_values: the values of the placeholders in ``lora``; linked from the data (its
             ``path_values()``), so the adapter path follows the same split as the output folder.
+        compile_unet: compile the UNet with ``torch.compile`` after the adapter is fused, in
+            place and with the default mode, as ``LoRAFineTuner(compile_unet=True)`` does. Faster
+            sampling on a GPU after a compilation of a minute or more in the first batch (and
+            once more for a smaller last batch); not exact to the bit, equal within float
+            rounding. Off by default: on a CPU compiling even a tiny UNet takes minutes.
+        channels_last: store the UNet and VAE weights (and so their convolutions) in channels-last
+            memory order, which GPUs with tensor cores run faster in half precision. Equal
+            within float rounding, not to the bit; off by default.
+        vae_slicing: decode the latents one image at a time (diffusers' VAE slicing), so the
+            decoder's memory does not grow with the batch size and large batches fit. The same
+            images (decoding does not mix images; float rounding aside); on by default.
     """
 
     def __init__(
@@ -88,6 +120,9 @@ class SyntheticImageGenerator(LightningModule):
         width: int | None = None,
         dtype: DtypeChoice = "auto",
         path_values: dict[str, Any] | None = None,
+        compile_unet: bool = False,
+        channels_last: bool = False,
+        vae_slicing: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -183,6 +218,10 @@ class SyntheticImageGenerator(LightningModule):
             "variant": self.hparams.variant,
             "dtype": str(pipeline.unet.dtype).removeprefix("torch.") if pipeline else None,
             "scheduler_class": type(pipeline.scheduler).__name__ if pipeline else None,
+            # Speed options: the same images within float rounding, so not part of the identity.
+            "compile_unet": self.hparams.compile_unet,
+            "channels_last": self.hparams.channels_last,
+            "vae_slicing": self.hparams.vae_slicing,
         }
 
     def line_fields(self) -> dict[str, Any]:
@@ -222,13 +261,27 @@ class SyntheticImageGenerator(LightningModule):
             pipeline.to(dtype=dtype)
         for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
             module.requires_grad_(False).eval()
+        if hp.channels_last:
+            pipeline.unet.to(memory_format=torch.channels_last)
+            pipeline.vae.to(memory_format=torch.channels_last)
+        # `pipeline.enable_vae_slicing()` is deprecated; the switch lives on the AutoencoderKL.
+        if hp.vae_slicing:
+            pipeline.vae.enable_slicing()
+        else:
+            pipeline.vae.disable_slicing()
+        if hp.compile_unet:
+            # In place, as the fine-tuner compiles its UNet: `pipeline.unet` stays the diffusers
+            # model (its config and dtype, which the pipeline reads) and compiles at its first call.
+            pipeline.unet.compile()
         # Lightning's own progress bar counts batches; the per-step bar would interleave with it.
         pipeline.set_progress_bar_config(disable=True)
         self.unet, self.vae, self.text_encoder = pipeline.unet, pipeline.vae, pipeline.text_encoder
         self.generation_pipeline = pipeline
+        options = [name for name in ("compile_unet", "channels_last", "vae_slicing") if hp[name]]
         rank_zero_info(
             f"generator: {hp.base_model} + {'LoRA ' + str(weights) if weights else 'no LoRA'}, "
             f"{type(scheduler).__name__} x {hp.num_inference_steps} steps, CFG {hp.guidance_scale}, {dtype}"
+            + (f", {', '.join(options)}" if options else "")
         )
         return pipeline
 
@@ -248,20 +301,58 @@ class SyntheticImageGenerator(LightningModule):
         """Images for ``prompts`` (N x H x W x 3 uint8), image i from the noise of ``seeds[i]``."""
         if self.generation_pipeline is None:
             raise RuntimeError("the pipeline is not loaded; call configure_model() or load() first")
+        images = self._sample(prompts, seeds, self.hparams.num_inference_steps)
+        return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+    def _sample(self, prompts: list[str], seeds: list[int], steps: int, **extra: Any) -> np.ndarray:
         hp = self.hparams
         # CPU generators give the same initial noise on every device type.
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
-        images = self.generation_pipeline(
+        return self.generation_pipeline(
             prompt=list(prompts),
             negative_prompt=[hp.negative_prompt] * len(prompts) if hp.negative_prompt is not None else None,
             height=hp.height,
             width=hp.width,
-            num_inference_steps=hp.num_inference_steps,
+            num_inference_steps=steps,
             guidance_scale=hp.guidance_scale,
             generator=generators,
             output_type="np",
+            **extra,
         ).images
-        return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+    @torch.no_grad()
+    def measure_image_memory(self, memory: CudaMemory | None = None) -> tuple[int, int] | None:
+        """(fixed bytes, bytes per image) that a generation batch needs on the GPU beyond the
+        loaded weights; None off CUDA. `GenerationDataModule` sizes its automatic batch with it.
+
+        Two probe batches of 1 and 2 images, one sampler step each, run eagerly (outside
+        ``torch.compile``). The peak is read after the sampler step and again after the VAE
+        decode; a straight line through each phase's two peaks gives that phase's fixed and
+        per-image cost, and the larger fixed and the larger per-image cost (a line above both)
+        are returned. ``memory`` replaces the CUDA counters (tests).
+        """
+        if self.generation_pipeline is None:
+            raise RuntimeError("the pipeline is not loaded; call configure_model() or load() first")
+        if memory is None:
+            device = self.generation_pipeline.device
+            if device.type != "cuda":
+                return None
+            memory = CudaMemory(device)
+        sampling: dict[int, int] = {}
+        decoded: dict[int, int] = {}
+        for images in (1, 2):
+
+            def after_step(pipeline: Any, step: int, timestep: Any, outputs: dict, images: int = images) -> dict:
+                sampling[images] = memory.peak()  # before the VAE decode
+                return outputs
+
+            memory.reset()
+            with torch.compiler.set_stance("force_eager"):
+                self._sample(["a photo"] * images, list(range(images)), 1, callback_on_step_end=after_step)
+            decoded[images] = memory.peak()
+        memory.reset()
+        lines = [(peaks[1] - (peaks[2] - peaks[1]), peaks[2] - peaks[1]) for peaks in (sampling, decoded)]
+        return max(0, *(fixed for fixed, _ in lines)), max(1, *(slope for _, slope in lines))
 
     @property
     def tokenizer(self) -> Any:

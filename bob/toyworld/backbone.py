@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -25,10 +26,19 @@ _NET_PREFIX = "backbone.net."
 
 
 def write_broad_dataset(root: str | Path, per_class: int = 24, test_per_class: int = 2, seed: int = 2) -> Path:
-    """The broad world's variants as classes (`ClassFolders` layout), contexts uniform."""
+    """The broad world's variants as classes (`ClassFolders` layout), contexts uniform.
+
+    A folder rendered earlier is reused when it holds this world's variants (its ``done`` marker
+    lists them); one rendered from another version of the world is rendered again.
+    """
     root = Path(root)
-    if (root / "done").is_file():
-        return root
+    names = [v.name for v in broad_variants()]
+    marker = root / "done"
+    if marker.is_file():
+        if marker.read_text(encoding="utf-8").split() == names:
+            return root
+        print(f"{root} holds another version of the broad world; rendering it again")
+        shutil.rmtree(root)
     rng = random.Random(f"broad-backbone|{seed}")
     jobs = [
         (split, variant, i)
@@ -39,7 +49,7 @@ def write_broad_dataset(root: str | Path, per_class: int = 24, test_per_class: i
     for split, variant, i in tqdm(jobs, desc="rendering broad-world classes", unit="img"):
         scene = Scene(variant, rng.randrange(len(BACKGROUNDS)), rng.randrange(len(POSES)), rng.randrange(2**31))
         atomic_write(root / split / variant.name / f"{i:03d}.png", lambda tmp, s=scene: render(s).save(tmp, format="PNG"))
-    (root / "done").touch()
+    atomic_write_text(marker, "\n".join(names) + "\n")
     return root
 
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from bob.toyworld.captions import broad_caption
 from bob.toyworld.contexts import BACKGROUNDS, POSES
-from bob.toyworld.render import IMAGE_SIZE, Scene, render
+from bob.toyworld.render import IMAGE_SIZE, Scene, render_with_mask
 from bob.toyworld.variants import broad_variants
 
 
@@ -27,9 +27,10 @@ def broad_scenes(pool_size: int, seed: int, num_variants: int) -> list[Scene]:
 
 
 class _PoolDataset(Dataset):
-    def __init__(self, scenes: list[Scene], images: torch.Tensor, empty_caption_probability: float):
+    def __init__(self, scenes: list[Scene], images: torch.Tensor, masks: torch.Tensor, empty_caption_probability: float):
         self.scenes = scenes
         self.images = images
+        self.masks = masks
         self.empty_caption_probability = empty_caption_probability
 
     def __len__(self) -> int:
@@ -40,15 +41,18 @@ class _PoolDataset(Dataset):
         rng = random.Random(int(torch.randint(2**31, ())))
         return {
             "image": self.images[index].float() / 255.0,
+            "mask": self.masks[index].float() / 255.0,
             "caption": broad_caption(self.scenes[index], rng, self.empty_caption_probability),
             "index": index,
         }
 
 
 class BroadWorldDataModule(LightningDataModule):
-    """Renders the broad world once and serves ``image`` / ``caption`` / ``index`` batches.
+    """Renders the broad world once and serves ``image`` / ``mask`` / ``caption`` / ``index`` batches.
 
-    Captions name a broad variant's family or model code, its background and its pose, in
+    ``mask`` is the aircraft's coverage of each pixel (1 x H x W in [0, 1]).
+
+    Captions name a broad variant's family or model name, its background and its pose, in
     the prompt forms of the few-shot stages; the few-shot classes never appear.
 
     Args:
@@ -84,9 +88,12 @@ class BroadWorldDataModule(LightningDataModule):
             return
         scenes = broad_scenes(self.pool_size, self.seed, self.num_variants)
         images = torch.empty((len(scenes), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+        masks = torch.empty((len(scenes), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
         for i, scene in enumerate(tqdm(scenes, desc="rendering the broad world", unit="img")):
-            images[i] = torch.from_numpy(np.asarray(render(scene))).permute(2, 0, 1)
-        self._dataset = _PoolDataset(scenes, images, self.empty_caption_probability)
+            image, mask = render_with_mask(scene)
+            images[i] = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)
+            masks[i, 0] = torch.from_numpy((mask * 255).round().astype(np.uint8))
+        self._dataset = _PoolDataset(scenes, images, masks, self.empty_caption_probability)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(

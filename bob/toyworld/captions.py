@@ -17,14 +17,14 @@ _FORMS = ((CONTEXT_TEMPLATE, 0.55), (CLASS_TEMPLATE, 0.2), (_BACKGROUND_ONLY, 0.
 
 
 def class_words(scene: Scene, rng: random.Random) -> str:
-    """How a broad caption names the aircraft: its family, its model code, or both.
+    """How a broad caption names the aircraft: its family, its model name, or both.
 
-    Model codes of broad variants teach the text encoder that a code names a look, so the
-    few-shot codes (never seen) are new words made of known pieces, as in a real T2I model.
+    Model names of broad variants teach the prior that a name stands for a look. Most captions
+    carry the name: each of the 256 names has to be seen often enough to be bound to its parts.
     """
     variant = scene.variant
     return rng.choices(
-        (variant.family, variant.name, f"{variant.name} {variant.family}"), weights=(0.5, 0.25, 0.25)
+        (variant.family, variant.name, f"{variant.name} {variant.family}"), weights=(0.2, 0.5, 0.3)
     )[0]
 
 
@@ -42,11 +42,17 @@ def broad_caption(scene: Scene, rng: random.Random, empty_probability: float = 0
 
 
 def all_caption_texts() -> list[str]:
-    """Every fixed text a toy-world caption or prompt is built from (for the tokenizer's vocabulary)."""
-    from bob.toyworld.variants import FAMILY_OF_WING
+    """Every fixed text a toy-world caption or prompt is built from (for the tokenizer's vocabulary).
+
+    The model names of the broad world *and* of the few-shot classes are included, each as one
+    word: a few-shot name is then one token whose embedding pretraining never touched, as a
+    rare real class name is one or two tokens of a real text-to-image model's vocabulary.
+    """
+    from bob.toyworld.variants import FAMILY_OF_WING, FEWSHOT_VARIANTS, broad_variants
 
     texts = [CONTEXT_TEMPLATE, CLASS_TEMPLATE, _BACKGROUND_ONLY, _POSE_ONLY, with_article(DESCRIPTOR)]
     texts += list(FAMILY_OF_WING.values())
+    texts += [v.name for v in (*broad_variants(), *FEWSHOT_VARIANTS)]
     texts += [p for b in BACKGROUNDS for p in b.phrasings]
     texts += [p for pose in POSES for p in pose.phrasings]
     return texts

@@ -29,11 +29,27 @@ def _count(module: torch.nn.Module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
 
 
+def _latent_shape(vae) -> str:
+    side = vae.config.sample_size // 2 ** (len(vae.config.block_out_channels) - 1)
+    return f"{side}x{side}x{vae.config.latent_channels}"
+
+
+def _attention_grids(unet, latent_side: int) -> str:
+    sides = [latent_side // 2**i for i, kind in enumerate(unet.config.down_block_types) if "CrossAttn" in kind]
+    return " and ".join(f"{s}x{s}" for s in sides)
+
+
 def model_card(facts: dict, vae_facts: dict, parts: dict[str, torch.nn.Module], command: str) -> str:
+    vae, unet = parts["vae"], parts["unet"]
+    latent = _latent_shape(vae)
+    weighting = vae_facts.get("object_weight", 1.0)
+    vae_loss = "plain MSE" if weighting == 1.0 else f"MSE with aircraft pixels weighted {weighting:g}x"
+    schedule = vae_facts.get("schedule_steps")
+    stopped = f" (stopped at step {vae_facts.get('steps')} of a {schedule}-step schedule)" if schedule else ""
     vae_line = (
-        f"{vae_facts.get('steps')} steps at batch {vae_facts.get('batch_size')}, "
+        f"{vae_facts.get('steps')} steps at batch {vae_facts.get('batch_size')}{stopped}, "
         f"{vae_facts.get('wall_time_minutes')} min, final reconstruction MSE {vae_facts.get('final_mse')} "
-        "(images in [-1, 1])"
+        f"(images in [-1, 1]; trained on {vae_loss})"
         if vae_facts
         else "(no training record found beside the VAE)"
     )
@@ -49,15 +65,16 @@ The broad toy world: {facts.get('num_variants')} aircraft variants (random combi
 planform, engine pods, tail, wingtip, body and nose colours; the 16 few-shot classes are held
 out), {facts.get('pool_size')} rendered scenes (seed {facts.get('data_seed')}), backgrounds and
 poses uniform. Captions name the coarse family (jetliner, transport, fighter, glider) and/or a broad
-variant's model code, the background and the pose, in the prompt forms of bob's stages; 8% are
+variant's model name, the background and the pose, in the prompt forms of bob's stages; 8% are
 empty for classifier-free guidance. No few-shot class name appears in any caption.
 
 ## Model
-- UNet: {_count(parts['unet'])} parameters, latents 16x16x{parts['vae'].config.latent_channels}, cross-attention at 8x8 and 4x4.
+- UNet: {_count(unet)} parameters, latents {latent}, cross-attention at {_attention_grids(unet, int(latent.split("x")[0]))}.
 - Text encoder: {_count(parts['text_encoder'])} parameters; word-level BPE vocabulary of
-  {len(parts['tokenizer'])} tokens learned from the world's caption words (any new model code splits
-  into known letters and digits).
-- VAE: {_count(parts['vae'])} parameters, 64x64x3 <-> 16x16x{parts['vae'].config.latent_channels}; {vae_line}.
+  {len(parts['tokenizer'])} tokens learned from the world's caption words. Every model name, of the
+  broad world and of the few-shot classes, is one token; the few-shot names' embeddings are never
+  trained here (no caption holds them), and any other name splits into known pieces.
+- VAE: {_count(vae)} parameters, 64x64x3 <-> {latent}; {vae_line}.
 - EMA of the training weights; UNet and VAE stored in fp16, text encoder in fp32; all load as fp32
   by default.
 

@@ -1,4 +1,4 @@
-"""The four BOB stages on one toy-world dataset, for three arms, through the regular CLI and configs."""
+"""The four BOB stages on one toy-world dataset, for a chosen set of arms, through the regular CLI and configs."""
 
 from __future__ import annotations
 
@@ -18,11 +18,46 @@ from bob.toyworld.dataset import SPLIT_FILE, write_dataset
 
 log = logging.getLogger(__name__)
 
+#: every arm, in table order: real shots only; DataDream (class-only LoRA, class-only prompts); the
+#: paper's middle ablation (BOB's context-preserving LoRA, each prompt's context drawn only from its
+#: own class's captions); BOB (context-preserving LoRA, contexts drawn from every class's captions).
+ALL_ARMS = ("real", "datadream", "within_class", "bob")
+#: the demo's arms, the default of `PipelineSettings.arms`.
 ARMS = ("real", "datadream", "bob")
 #: overall numbers of a synthetic set's quality report kept in the run's summary.
 QUALITY_KEYS = ("fid_mean", "fid_median", "fid_pooled", "kid_mean", "diversity_synthetic_mean", "diversity_real_mean")
-#: the arm whose LoRA and synthetic set each generative arm uses (stage 2 and 3 configs).
+#: each fine-tuned LoRA's stage 2 (fine-tuning) and stage 3 (generation) configs; BOB's read the caption bank.
 _STAGE_CONFIGS = {"datadream": ("t2i_datadream.yaml", "generate_datadream.yaml"), "bob": ("t2i.yaml", "generate.yaml")}
+#: synthetic arm -> the LoRA (and its generation config) it generates through, and its overrides of that config.
+_GENERATION = {
+    "datadream": ("datadream", ()),
+    "within_class": ("bob", ("--data.init_args.strategy=within_class",)),
+    "bob": ("bob", ()),
+}
+
+
+def synthetic_arms(arms: tuple[str, ...] | list[str]) -> list[str]:
+    """The arms among ``arms`` that train on a synthetic set, in their order."""
+    return [arm for arm in arms if arm != "real"]
+
+
+def lora_of(arm: str) -> str:
+    """The fine-tuned LoRA a synthetic arm generates through (its folder ``lora/<name>/``)."""
+    return _GENERATION[arm][0]
+
+
+def compute_environment() -> dict[str, Any]:
+    """What decides the exact numbers of a CPU run besides the seed: training is bit-reproducible
+    only with the same CPU kernels (AVX2, AVX-512...) and thread count; another machine moves a
+    demo's test accuracy by a few points (measured: one seed, 27.7% against 29.4% real-only)."""
+    import platform
+
+    import torch
+
+    return {
+        "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+    }
 
 
 def default_prior() -> Path:
@@ -57,6 +92,8 @@ class PipelineSettings:
         classifier_epochs: epochs of each classifier run.
         classifier_batch_size: images per classifier step.
         real_repeats: times each real shot appears per classifier epoch.
+        arms: the classifier arms to run (a subset of `ALL_ARMS`, kept in that order); the
+            default is the demo's three, ``within_class`` adds the paper's middle ablation.
         prior: the text-to-image model (diffusers folder); None is the shipped toy prior.
         configs: folder of the toy-world stage configs; None is the shipped ``configs/toyworld``.
     """
@@ -74,9 +111,16 @@ class PipelineSettings:
     classifier_epochs: int = 12
     classifier_batch_size: int = 64
     real_repeats: int = 10
+    arms: tuple[str, ...] = ARMS
     prior: str | None = None
     configs: str | None = None
     extra: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.arms) - set(ALL_ARMS))
+        if unknown or not self.arms:
+            raise ValueError(f"arms must be a non-empty subset of {ALL_ARMS}, got {tuple(self.arms)}")
+        self.arms = tuple(arm for arm in ALL_ARMS if arm in self.arms)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> PipelineSettings:
@@ -90,11 +134,12 @@ class PipelineSettings:
 
 
 class ToyWorldPipeline:
-    """Runs data -> captions -> LoRA (x2) -> generation (x2) -> classifier (x3) into one folder.
+    """Runs data -> captions -> LoRA per fine-tuning -> generation, quality and classifier per arm into one folder.
 
     Every stage is ``bob.cli.main`` on a shipped ``configs/toyworld`` file plus path and size
     overrides, i.e. exactly what a user would type. Stage outputs: ``data/``, ``captions/``,
-    ``lora/<arm>/``, ``synthetic/<arm>/``, ``classifier/<arm>/``, logs under ``logs/``.
+    ``lora/<lora>/``, ``synthetic/<arm>/``, ``classifier/<arm>/``, logs under ``logs/``. The
+    ``within_class`` arm fine-tunes nothing: it generates through BOB's LoRA (`lora_of`).
     """
 
     def __init__(self, out: str | Path, settings: PipelineSettings):
@@ -107,6 +152,15 @@ class ToyWorldPipeline:
     @property
     def data_root(self) -> Path:
         return self.out / "data"
+
+    @property
+    def synthetic_arms(self) -> list[str]:
+        return synthetic_arms(self.settings.arms)
+
+    @property
+    def loras(self) -> list[str]:
+        """The LoRAs the run's synthetic arms need, each fine-tuned once."""
+        return list(dict.fromkeys(lora_of(arm) for arm in self.synthetic_arms))
 
     def _common(self, stage: str) -> list[str]:
         s = self.settings
@@ -143,43 +197,57 @@ class ToyWorldPipeline:
     def captions(self) -> None:
         self._run("captions", "predict", "captions.yaml", [f"--trainer.callbacks.init_args.output_dir={self.out / 'captions'}"])
 
-    def lora(self, arm: str) -> None:
+    def _caption_bank(self, lora: str) -> list[str]:
+        """The caption bank override for the stage configs of ``lora`` that read one (BOB's)."""
+        return [f"--data.init_args.caption_bank={self.out / 'captions'}"] if lora == "bob" else []
+
+    def lora(self, lora: str) -> None:
+        """Fine-tunes one LoRA (``datadream`` or ``bob``) into ``lora/<lora>/``."""
         s = self.settings
         overrides = [
             f"--model.init_args.base_model={self.prior}",
             f"--trainer.max_steps={s.lora_steps}",
-            f"--trainer.callbacks.init_args.dirpath={self.out / 'lora' / arm}",
+            f"--trainer.callbacks.init_args.dirpath={self.out / 'lora' / lora}",
             f"--data.init_args.batch_size={s.lora_batch_size}",
             f"--model.init_args.effective_batch_size={s.lora_batch_size}",
+            *self._caption_bank(lora),
         ]
-        if arm == "bob":
-            overrides.append(f"--data.init_args.caption_bank={self.out / 'captions'}")
-        self._run(f"lora_{arm}", "fit", _STAGE_CONFIGS[arm][0], overrides)
+        self._run(f"lora_{lora}", "fit", _STAGE_CONFIGS[lora][0], overrides)
 
     def generate(self, arm: str) -> None:
+        """The arm's synthetic set into ``synthetic/<arm>/``, through its LoRA's generation config.
+
+        A set left by an earlier run of this pipeline is removed first: its LoRA has just been
+        fine-tuned again, and the generation stage rightly refuses to mix two recipes in one set.
+        """
         s = self.settings
+        lora, arm_overrides = _GENERATION[arm]
+        folder = self.out / "synthetic" / arm
+        if folder.exists():
+            shutil.rmtree(folder)
         overrides = [
             f"--model.init_args.base_model={self.prior}",
-            f"--model.init_args.lora={self.out / 'lora' / arm}",
+            f"--model.init_args.lora={self.out / 'lora' / lora}",
             f"--model.init_args.num_inference_steps={s.generation_steps}",
-            f"--data.init_args.output_dir={self.out / 'synthetic' / arm}",
+            f"--data.init_args.output_dir={folder}",
             f"--data.init_args.images_per_class={s.images_per_class}",
             f"--data.init_args.generation_seed={s.seed}",
+            *self._caption_bank(lora),
+            *arm_overrides,
         ]
-        if arm == "bob":
-            overrides.append(f"--data.init_args.caption_bank={self.out / 'captions'}")
-        self._run(f"generate_{arm}", "predict", _STAGE_CONFIGS[arm][1], overrides)
+        self._run(f"generate_{arm}", "predict", _STAGE_CONFIGS[lora][1], overrides)
 
     def quality(self, arm: str) -> dict[str, Any]:
-        """FID/KID/diversity of the arm's synthetic set against the real test images; BOB's
-        report also counts the classes where it is closer to real than DataDream's."""
+        """FID/KID/diversity of the arm's synthetic set against the real test images; when the run
+        has DataDream's set, every other arm's report also counts the classes where it is closer to
+        real than DataDream's."""
         folder = self.out / "synthetic" / arm
         overrides = [
             f"--data.init_args.synthetic={folder}",
             f"--model.init_args.extractor.init_args.weights_file={default_backbone()}",
             f"--model.init_args.feature_cache={self.out / 'quality_cache'}",
         ]
-        if arm == "bob":
+        if arm != "datadream" and "datadream" in self.settings.arms:
             overrides.append("--model.init_args.compare_with=" + json.dumps({"datadream": str(self.out / "synthetic" / "datadream")}))
         cli = self._run(f"quality_{arm}", "test", "quality.yaml", overrides)
         report = json.loads((folder / f"{cli.model.report_name}.json").read_text(encoding="utf-8"))
@@ -204,8 +272,12 @@ class ToyWorldPipeline:
             + json.dumps({"pretrained_cfg_overlay": {"file": str(default_backbone())}}),
         ])
         metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
-        best = cli.trainer.checkpoint_callback.best_model_score
+        checkpoint = cli.trainer.checkpoint_callback
+        best = checkpoint.best_model_score
         metrics["val/acc_best"] = None if best is None else float(best)
+        # Which epoch was tested: validation accuracy (1/160 steps) can tie across epochs, and
+        # the earliest best is kept, so two runs with the same best score may test different weights.
+        metrics["best_checkpoint"] = Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None
         return metrics
 
     def run(self) -> dict[str, Any]:
@@ -213,14 +285,15 @@ class ToyWorldPipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         self.data()
         self.captions()
-        for arm in ("datadream", "bob"):
-            self.lora(arm)
+        for lora in self.loras:
+            self.lora(lora)
+        for arm in self.synthetic_arms:
             self.generate(arm)
-        quality = {arm: self.quality(arm) for arm in ("datadream", "bob")}
-        results = {arm: self.classifier(arm) for arm in ARMS}
+        quality = {arm: self.quality(arm) for arm in self.synthetic_arms}
+        results = {arm: self.classifier(arm) for arm in self.settings.arms}
         summary = {
             "settings": asdict(self.settings), "prior": self.prior, "classifier": results, "quality": quality,
-            "timings": self.timings,
+            "timings": self.timings, "compute": compute_environment(),
         }
         atomic_write_json(self.out / "results.json", summary)
         return summary

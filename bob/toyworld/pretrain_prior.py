@@ -11,14 +11,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
 
 from bob.datamodules.surface import stage_data
+from bob.modules.class_specs import factory_argument
 from bob.toyworld.broad_world import BroadWorldDataModule
 from bob.toyworld.model_card import export_pipeline
 from bob.toyworld.prior_parts import build_text_encoder, build_training_scheduler, build_unet
 from bob.toyworld.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
+#: AdamW as the shipped prior was trained (the spelling of a config; the module builds its own copy).
+PRIOR_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 6e-4, "weight_decay": 1e-2}}
 
 
 class ToyPriorPretraining(LightningModule):
@@ -31,12 +35,13 @@ class ToyPriorPretraining(LightningModule):
     Args:
         vae: folder of the stage-A `AutoencoderKL` (``ToyVAEPretraining``'s output).
         output_dir: where the pipeline folder is written.
-        unet_channels: UNet block widths (latent 16x16, so three levels reach 4x4).
+        unet_channels: UNet block widths, one level per entry, each halving the latent side.
+        plain_levels: finest UNet levels without cross-attention.
         text_hidden_size: width of the CLIP text encoder.
         text_layers: transformer layers of the text encoder.
-        lr: AdamW learning rate of UNet and text encoder (constant after warm-up; EMA smooths).
+        optimizer: the optimizer of UNet and text encoder (``class_path`` + ``init_args``, as
+            every bob module spells it); constant learning rate after warm-up, the EMA smooths.
         warmup_steps: linear warm-up steps.
-        weight_decay: AdamW weight decay.
         ema_decay: decay of the exponential moving average that is exported.
         min_snr_gamma: min-SNR loss weighting (Hang et al. 2023); 0 disables it.
         export_every_n_steps: how often the pipeline folder is rewritten during training.
@@ -48,18 +53,20 @@ class ToyPriorPretraining(LightningModule):
         vae: str = "runs/toyworld/prior_vae/model",
         output_dir: str = "runs/toyworld/prior",
         unet_channels: tuple[int, ...] = (64, 128, 128),
+        plain_levels: int = 1,
         text_hidden_size: int = 128,
         text_layers: int = 3,
-        lr: float = 6e-4,
+        optimizer: OptimizerCallable = PRIOR_OPTIMIZER,
         warmup_steps: int = 200,
-        weight_decay: float = 1e-2,
         ema_decay: float = 0.998,
         min_snr_gamma: float = 5.0,
         export_every_n_steps: int = 500,
         reproduce_command: str = "python -m bob.toyworld.pretrain",
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.optimizer_factory, spec = factory_argument(optimizer, torch.optim.Optimizer, "the toy prior's optimizer")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.save_hyperparameters({"optimizer": spec})
         self.output_dir = Path(output_dir)
         self.unet = None
         self._latent_cache: dict[int, torch.Tensor] = {}
@@ -79,7 +86,7 @@ class ToyPriorPretraining(LightningModule):
         self.unet = build_unet(
             tuple(self.hparams.unet_channels), self.hparams.text_hidden_size,
             self.vae.config.sample_size // 2 ** (len(self.vae.config.block_out_channels) - 1),
-            self.vae.config.latent_channels,
+            self.vae.config.latent_channels, self.hparams.plain_levels,
         )
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         self.ema_text_encoder = copy.deepcopy(self.text_encoder).requires_grad_(False)
@@ -121,7 +128,7 @@ class ToyPriorPretraining(LightningModule):
         from diffusers.optimization import get_constant_schedule_with_warmup
 
         parameters = [*self.unet.parameters(), *self.text_encoder.parameters()]
-        optimizer = torch.optim.AdamW(parameters, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = self.optimizer_factory(parameters)
         scheduler = get_constant_schedule_with_warmup(optimizer, self.hparams.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

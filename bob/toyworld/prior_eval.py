@@ -1,4 +1,4 @@
-"""`python -m bob.toyworld.prior_eval`: how well a toy prior follows the background, and the model code, its prompt asks for."""
+"""`python -m bob.toyworld.prior_eval`: how well a toy prior follows the background, and the model name, its prompt asks for."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ def code_following(
     prior: str, checkpoint: str, split_file: str, variants: int = 64, images_per_variant: int = 4,
     steps: int = 20, guidance: float = 3.0, seed: int = 0,
 ) -> dict:
-    """Whether the prior draws a broad-world variant from its model code alone ("an aircraft photo
-    of a CC-85", the class-only prompt form): top-1 accuracy of the 256-way broad-world
+    """Whether the prior draws a broad-world variant from its model name alone ("an aircraft photo
+    of a Korvan", the class-only prompt form): top-1 accuracy of the 256-way broad-world
     classifier that `python -m bob.toyworld.backbone` trains (its checkpoint, head included, and
     the split file naming its classes) on the generated images; chance is 1/256."""
     import timm

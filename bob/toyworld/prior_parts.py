@@ -5,13 +5,17 @@ from __future__ import annotations
 
 def build_unet(
     channels: tuple[int, ...] = (64, 128, 128), cross_attention_dim: int = 128, latent_size: int = 16,
-    latent_channels: int = 8,
+    latent_channels: int = 8, plain_levels: int = 1,
 ):
-    """A `UNet2DConditionModel` with cross-attention on all but the full-resolution level."""
+    """A `UNet2DConditionModel` with cross-attention on all but the ``plain_levels`` finest levels
+    (attention over a 32x32 grid costs a CPU more than the rest of the step)."""
     from diffusers import UNet2DConditionModel
 
-    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(channels) - 1)
-    up = ("CrossAttnUpBlock2D",) * (len(channels) - 1) + ("UpBlock2D",)
+    if not 1 <= plain_levels < len(channels):
+        raise ValueError(f"plain_levels={plain_levels} must leave 1 to {len(channels) - 1} attention levels")
+    attention = len(channels) - plain_levels
+    down = ("DownBlock2D",) * plain_levels + ("CrossAttnDownBlock2D",) * attention
+    up = ("CrossAttnUpBlock2D",) * attention + ("UpBlock2D",) * plain_levels
     return UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=latent_channels,

@@ -135,21 +135,30 @@ def _aircraft_shapes(variant: Variant) -> list[tuple[list[tuple[float, float]], 
 
 def render(scene: Scene) -> Image.Image:
     """The 64x64 RGB image of ``scene``; the same scene always gives the same pixels."""
+    return render_with_mask(scene)[0]
+
+
+def render_with_mask(scene: Scene) -> tuple[Image.Image, np.ndarray]:
+    """The image of ``scene`` (as `render`) and the aircraft's coverage of each pixel, float32
+    64x64 in [0, 1] (outline included): what an autoencoder's loss can weigh more."""
     rng = np.random.default_rng(scene.seed)
     pose = POSES[scene.pose]
     image = _background(BACKGROUNDS[scene.background].name, rng)
     canvas = Image.fromarray(image.clip(0, 255).astype(np.uint8), mode="RGB")
+    mask = Image.new("L", canvas.size, 0)
     heading = math.radians(pose.heading + rng.uniform(-12.0, 12.0))
     scale = pose.scale * rng.uniform(0.94, 1.06)
     centre_x = _CANVAS * (0.5 + pose.offset[0] + rng.uniform(-0.03, 0.03))
     centre_y = _CANVAS * (0.5 + pose.offset[1] + rng.uniform(-0.03, 0.03))
     cos, sin = math.cos(heading), math.sin(heading)
-    draw = ImageDraw.Draw(canvas)
+    draw, draw_mask = ImageDraw.Draw(canvas), ImageDraw.Draw(mask)
     for points, colour in _aircraft_shapes(scene.variant):
         placed = [
             (centre_x + scale * (x * cos - y * sin), centre_y + scale * (x * sin + y * cos)) for x, y in points
         ]
         draw.polygon(placed, fill=colour, outline=_OUTLINE, width=2)
+        draw_mask.polygon(placed, fill=255, outline=255, width=2)
     small = canvas.reduce(_CANVAS // IMAGE_SIZE)
     light = rng.uniform(0.93, 1.07)
-    return Image.fromarray((np.asarray(small, np.float32) * light).clip(0, 255).astype(np.uint8), mode="RGB")
+    pixels = Image.fromarray((np.asarray(small, np.float32) * light).clip(0, 255).astype(np.uint8), mode="RGB")
+    return pixels, np.asarray(mask.reduce(_CANVAS // IMAGE_SIZE), np.float32) / 255.0

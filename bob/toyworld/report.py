@@ -18,7 +18,12 @@ from bob.toyworld.dataset import home_background
 from bob.toyworld.grids import class_grid, save_grid, side_by_side
 from bob.toyworld.meter import ContextMeter
 
-ARM_TITLES = {"real": "real only", "datadream": "DataDream (class-only LoRA)", "bob": "BOB (context LoRA + marginal contexts)"}
+ARM_TITLES = {
+    "real": "real only",
+    "datadream": "DataDream (class-only LoRA)",
+    "within_class": "context LoRA + own-class contexts",
+    "bob": "BOB (context LoRA + marginal contexts)",
+}
 
 
 def measure_records(records: list[ImageRecord], num_classes: int, meter: ContextMeter, desc: str) -> dict[str, float]:
@@ -75,10 +80,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def results_table(classifier: dict[str, dict[str, float]], dependence: dict[str, dict[str, float]]) -> str:
-    """Markdown table: one row per arm, accuracy and the training set's class-background dependence."""
+    """Markdown table: one row per arm, accuracy and its synthetic set's class-background dependence
+    (``dependence`` by image set, as `bob.toyworld.demo.measure_and_report` returns it)."""
     rows = []
     for arm, metrics in classifier.items():
-        measured = dependence.get(arm, {})
+        measured = dependence.get(arm, {}) if arm != "real" else {}  # "real" there is the shots, not a synthetic set
         rows.append([
             ARM_TITLES.get(arm, arm), _percent(metrics.get("test/acc")), _percent(metrics.get("test/acc_per_class")),
             _percent(metrics.get("val/acc_best")), _number(measured.get("home_rate"), 2),
@@ -138,7 +144,7 @@ shots are {settings['bias']:.0%} in its own "home" background, validation and te
 (seed {settings['seed']}). Prior: `{shown_path(summary['prior'])}`.
 
 ## Classifier (test accuracy at the best validation epoch)
-{results_table(summary['classifier'], {k: v for k, v in dependence.items() if k in ('datadream', 'bob')})}
+{results_table(summary['classifier'], dependence)}
 
 ## Class-background dependence of each training image set
 Backgrounds are read by the toy world's context meter (pixel statistics). With backgrounds

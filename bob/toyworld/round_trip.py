@@ -28,3 +28,25 @@ def vae_round_trip(vae, scenes: Sequence[Scene], batch_size: int = 64) -> tuple[
     renders = torch.from_numpy(np.stack([np.asarray(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
     decoded = torch.cat([vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample for x in renders.split(batch_size)])
     return renders, ((decoded + 1) / 2).clamp(0, 1)
+
+
+def load_prior_vae(folder: str):
+    """The `AutoencoderKL` of a toy prior: a pipeline folder (its ``vae/``) or a VAE folder itself."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    subfolder = "vae" if (Path(folder) / "vae").is_dir() else None
+    return AutoencoderKL.from_pretrained(folder, subfolder=subfolder, dtype=torch.float32).eval()
+
+
+def oracle_round_trip_accuracy(vae, oracle, per_class: int = 20, seed: int = 4242) -> float:
+    """Share of fresh few-shot-class renders (uniform contexts) that ``oracle`` (a
+    `bob.toyworld.oracle.ClassOracle`) still reads as their class after ``vae`` encodes and
+    decodes them: the most any generator on that autoencoder can reach."""
+    from bob.toyworld.variants import FEWSHOT_VARIANTS
+
+    labels = np.repeat(np.arange(len(FEWSHOT_VARIANTS)), per_class)
+    _, decoded = vae_round_trip(vae, random_scenes([FEWSHOT_VARIANTS[c] for c in labels], seed))
+    images = (decoded * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return float(np.mean(oracle.predict(images) == labels))

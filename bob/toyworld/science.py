@@ -1,4 +1,4 @@
-"""`python -m bob.toyworld.science`: the three arms over several seeds, mean ± std, into one summary."""
+"""`python -m bob.toyworld.science`: the arms (all four by default) over several seeds, mean ± std, into one summary."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from PIL import Image  # noqa: E402
 from bob.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from bob.toyworld.demo import measure_and_report  # noqa: E402
 from bob.toyworld.oracle import ClassOracle  # noqa: E402
-from bob.toyworld.pipeline import ARMS, PipelineSettings, ToyWorldPipeline  # noqa: E402
+from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings, ToyWorldPipeline, synthetic_arms  # noqa: E402
 from bob.toyworld.report import ARM_TITLES, synthetic_records  # noqa: E402
+from bob.toyworld.round_trip import load_prior_vae, oracle_round_trip_accuracy  # noqa: E402
 
 _DEPENDENCE_KEYS = ("home_rate", "nmi", "cramers_v")
 
@@ -36,7 +37,7 @@ def _mean_std(values: list[float | None], digits: int = 3) -> str:
 def class_fidelity(pipeline: ToyWorldPipeline, oracle: ClassOracle, class_names: list[str]) -> dict[str, float]:
     """Share of each synthetic set's images that the class oracle reads as their intended class."""
     fidelity = {}
-    for arm in ("datadream", "bob"):
+    for arm in pipeline.synthetic_arms:
         records = synthetic_records(pipeline.out / "synthetic" / arm, class_names)
         images = []
         for record in records:
@@ -46,32 +47,17 @@ def class_fidelity(pipeline: ToyWorldPipeline, oracle: ClassOracle, class_names:
     return fidelity
 
 
-def vae_round_trip_fidelity(prior: str, oracle: ClassOracle, per_class: int = 20, seed: int = 4242) -> float:
-    """Class fidelity of fresh renders after the prior's VAE encodes and decodes them: the most
-    any generator on this prior can reach."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    from bob.toyworld.round_trip import random_scenes, vae_round_trip
-    from bob.toyworld.variants import FEWSHOT_VARIANTS
-
-    vae = AutoencoderKL.from_pretrained(prior, subfolder="vae", dtype=torch.float32).eval()
-    labels = np.repeat(np.arange(len(FEWSHOT_VARIANTS)), per_class)
-    _, decoded = vae_round_trip(vae, random_scenes([FEWSHOT_VARIANTS[c] for c in labels], seed))
-    images = (decoded * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    return float(np.mean(oracle.predict(images) == labels))
-
-
 def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: float) -> str:
-    """Markdown: per arm, test accuracy mean ± std over seeds, and the dependence of its training set."""
+    """Markdown: per arm of the runs, test accuracy mean ± std over seeds, and the dependence of its training set."""
     seeds = sorted(runs)
+    arms = list(runs[seeds[0]]["classifier"])
     lines = [
         f"Seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds.",
         "",
         "| arm | test acc | test mean per-class acc | class fidelity of its synthetic set | per-class FID, mean | home-background rate | NMI | Cramér's V |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for arm in ARMS:
+    for arm in arms:
         acc = [runs[s]["classifier"][arm]["test/acc"] for s in seeds]
         per_class = [runs[s]["classifier"][arm]["test/acc_per_class"] for s in seeds]
         dependence = [
@@ -90,13 +76,18 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: 
         f"{oracle_accuracy:.3f} on fresh renders, {ceiling:.3f} on renders after a round trip through the "
         "prior's VAE, the most a generator on this prior can reach) reads as their intended class."
     ]
-    lines += ["", "Per seed (test acc real / DataDream / BOB; classes where BOB's FID is lower than DataDream's):"]
+    # The quality stage compares every other synthetic set with DataDream's when the run has one.
+    compared = [arm for arm in synthetic_arms(arms) if arm != "datadream"] if "datadream" in arms else []
+    header = f"test acc {' / '.join(ARM_TITLES[arm] for arm in arms)}"
+    if compared:
+        header += f"; classes where the FID of {' / '.join(ARM_TITLES[arm] for arm in compared)} is lower than DataDream's"
+    lines += ["", f"Per seed ({header}):"]
     for s in seeds:
-        c = runs[s]["classifier"]
-        lines.append(
-            f"- seed {s}: " + " / ".join(f"{c[arm]['test/acc']:.3f}" for arm in ARMS)
-            + f"; {runs[s]['quality']['bob'].get('fid_lower_than_datadream', '–')}"
-        )
+        c, quality = runs[s]["classifier"], runs[s]["quality"]
+        line = f"- seed {s}: " + " / ".join(f"{c[arm]['test/acc']:.3f}" for arm in arms)
+        if compared:
+            line += "; " + " / ".join(quality[arm]["fid_lower_than_datadream"] for arm in compared)
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -114,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     parser.add_argument("--lora-steps", type=int, default=defaults.lora_steps)
     parser.add_argument("--classifier-epochs", type=int, default=defaults.classifier_epochs)
     parser.add_argument("--prior", default=None)
+    parser.add_argument("--arms", nargs="+", choices=ALL_ARMS, default=list(ALL_ARMS))
     args = parser.parse_args(argv)
     out = Path(args.out)
     runs: dict[int, dict[str, Any]] = {}
@@ -121,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     for seed in args.seeds:
         settings = PipelineSettings(
             seed=seed, bias=args.bias, images_per_class=args.images_per_class, lora_steps=args.lora_steps,
-            classifier_epochs=args.classifier_epochs, prior=args.prior,
+            classifier_epochs=args.classifier_epochs, arms=tuple(args.arms), prior=args.prior,
         )
         pipeline = ToyWorldPipeline(out / f"seed{seed}", settings)
         summary = pipeline.run()
@@ -129,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
         runs[seed]["class_fidelity"] = class_fidelity(pipeline, oracle, _class_names(pipeline))
         atomic_write_json(out / "runs.json", runs)
     prior = runs[args.seeds[0]]["prior"]
-    text = summarize(runs, oracle.render_accuracy, vae_round_trip_fidelity(prior, oracle))
+    text = summarize(runs, oracle.render_accuracy, oracle_round_trip_accuracy(load_prior_vae(prior), oracle))
     atomic_write_text(out / "summary.md", f"# BOB on the toy world, {len(runs)} seeds\n\n{text}\n")
     print("\n" + text)
     return runs

@@ -33,7 +33,7 @@ def learn_merges(words: list[str]) -> list[tuple[str, str]]:
     """Byte-pair merges until every word is one token.
 
     BPE encoding replays merges by rank, which reproduces this segmentation exactly, so every
-    caption word becomes a single token and any other word (a new model code) splits into
+    caption word becomes a single token and any other word (a name the world lacks) splits into
     pieces that are all in the vocabulary.
     """
     segmented = {word: _symbols(word) for word in words}

@@ -48,7 +48,7 @@ class Variant:
     """One aircraft variant: a named combination of parts.
 
     Args:
-        name: the variant's model code, e.g. ``AX-24``; the few-shot classes' names appear in
+        name: the variant's model name, e.g. ``Korvan``; the few-shot classes' names appear in
             no pretraining caption.
         wing: wing planform; also decides the coarse family word.
         engines: number of under-wing engine pods (0, 2 or 4).
@@ -78,13 +78,35 @@ class Variant:
         return {**asdict(self), "family": self.family}
 
 
+#: Letters of made-up model names. Names are one letter run (no digits, no hyphen) because
+#: CLIP's pre-tokenizer splits digits and punctuation apart: a letter run can be one token of
+#: the prior's vocabulary, so the prior can bind a whole name to a look, as a real text-to-image
+#: model binds a real model name.
+_CONSONANTS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+
+
+def model_name(rng: random.Random) -> str:
+    """A made-up, pronounceable model name such as ``Korvan`` (consonant-vowel-consonant-vowel-consonant)."""
+    c, v = _CONSONANTS, _VOWELS
+    return (rng.choice(c) + rng.choice(v) + rng.choice(c) + rng.choice(v) + rng.choice(c)).capitalize()
+
+
+def _names(count: int, salt: str, taken: set[str]) -> list[str]:
+    rng = random.Random(f"model-names|{salt}")
+    names: list[str] = []
+    while len(names) < count:
+        name = model_name(rng)
+        if name not in taken:
+            taken.add(name)
+            names.append(name)
+    return names
+
+
 def _fewshot_variants() -> tuple[Variant, ...]:
     # Four binary part choices give 16 classes; every class has neighbours that differ in one
     # part only (wing planform, engine count, tail colour or wingtip paint): fine-grained.
-    names = iter(
-        ["AX-20", "AX-24", "AX-40", "AX-44", "BR-20", "BR-24", "BR-40", "BR-44",
-         "KT-20", "KT-24", "KT-40", "KT-44", "MV-20", "MV-24", "MV-40", "MV-44"]
-    )
+    names = iter(_names(16, "few-shot", set()))
     variants = []
     for wing, tail in itertools.product(("swept", "straight"), ("red", "blue")):
         for engines, wingtip in itertools.product((2, 4), ("none", "yellow")):
@@ -94,17 +116,6 @@ def _fewshot_variants() -> tuple[Variant, ...]:
 
 #: The few-shot classes, in label order of their names (the order `ClassFolders` reads them).
 FEWSHOT_VARIANTS: tuple[Variant, ...] = tuple(sorted(_fewshot_variants(), key=lambda v: v.name))
-_FEWSHOT_PREFIXES = {v.name.split("-")[0] for v in FEWSHOT_VARIANTS}
-
-
-def _broad_code(rng: random.Random, taken: set[str]) -> str:
-    letters = "bcdfghjlnprstvwxz"
-    while True:
-        prefix = rng.choice(letters).upper() + rng.choice("AEIOUY" + letters.upper())
-        code = f"{prefix}-{rng.randrange(10, 100)}"
-        if prefix not in _FEWSHOT_PREFIXES and code not in taken:
-            taken.add(code)
-            return code
 
 
 @cache
@@ -113,7 +124,7 @@ def broad_variants(count: int = 256, seed: int = 0) -> tuple[Variant, ...]:
     rng = random.Random(f"broad-variants|{seed}")
     held_out = {v.parts for v in FEWSHOT_VARIANTS}
     seen: set[tuple] = set()
-    taken: set[str] = set()
+    names = iter(_names(count, f"broad|{seed}", {v.name for v in FEWSHOT_VARIANTS}))
     variants: list[Variant] = []
     while len(variants) < count:
         wing = rng.choice(tuple(FAMILY_OF_WING))
@@ -128,7 +139,7 @@ def broad_variants(count: int = 256, seed: int = 0) -> tuple[Variant, ...]:
         if parts in held_out or parts in seen:
             continue
         seen.add(parts)
-        variants.append(Variant(_broad_code(rng, taken), *parts))
+        variants.append(Variant(next(names), *parts))
     return tuple(variants)
 
 

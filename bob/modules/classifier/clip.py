@@ -84,9 +84,11 @@ class CLIPBackbone(Backbone):
             )
         template = PromptTemplate(self.prompt, descriptor)
         tokens = tokenizer([template.format(name) for name in prompt_names], padding=True, return_tensors="pt")
-        # Buffers, so the prompts follow the model to its device; rebuilt from the config, never saved.
+        # A buffer, so the prompts follow the model to its device; rebuilt from the config, never
+        # saved. No padding mask: the text tower is causal, so the end token, whose state is the
+        # prompt's feature, never sees the padding after it; and transformers would read a
+        # mask back from the device at every training step to pick its attention path.
         self.register_buffer("prompt_ids", tokens.input_ids, persistent=False)
-        self.register_buffer("prompt_mask", tokens.attention_mask, persistent=False)
 
         if self.finetune == "lora":
             clip = self.attach_lora(clip)
@@ -104,7 +106,7 @@ class CLIPBackbone(Backbone):
         return self.clip
 
     def encode_text(self) -> Tensor:
-        text = self.clip.text_model(input_ids=self.prompt_ids, attention_mask=self.prompt_mask)
+        text = self.clip.text_model(input_ids=self.prompt_ids)
         return F.normalize(self.clip.text_projection(text.pooler_output), dim=-1)
 
     def text_features(self) -> Tensor:

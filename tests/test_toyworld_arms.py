@@ -1,0 +1,130 @@
+"""Which toy-world arms a run has, and how each is made and reported (no stage runs here; the tiny
+four-arm run is in test_toyworld_e2e.py)."""
+
+import json
+
+import pytest
+
+from bob.toyworld import demo, science
+from bob.toyworld.pipeline import ALL_ARMS, ARMS, PipelineSettings, ToyWorldPipeline
+from bob.toyworld.report import ARM_TITLES, results_table
+
+
+class _Stop(Exception):
+    """Raised by a fake stage: the test only wanted its arguments."""
+
+
+def _stage_calls(pipeline: ToyWorldPipeline, monkeypatch) -> list[tuple[str, str, str, list[str]]]:
+    calls = []
+
+    def fake_run(stage, subcommand, config, overrides):
+        calls.append((stage, subcommand, config, overrides))
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "_run", fake_run)
+    return calls
+
+
+def test_arms_default_to_the_demos_three_and_keep_the_table_order():
+    assert PipelineSettings().arms == ARMS == ("real", "datadream", "bob")
+    assert PipelineSettings.tiny().arms == ARMS
+    assert ALL_ARMS == ("real", "datadream", "within_class", "bob")
+    assert PipelineSettings(arms=("bob", "within_class", "real")).arms == ("real", "within_class", "bob")
+    for arms in ((), ("real", "nope")):
+        with pytest.raises(ValueError, match="subset"):
+            PipelineSettings(arms=arms)
+
+
+@pytest.mark.parametrize(("arms", "loras"), [
+    (ARMS, ["datadream", "bob"]),
+    (ALL_ARMS, ["datadream", "bob"]),
+    (("real", "within_class"), ["bob"]),
+    (("real",), []),
+])
+def test_each_lora_is_fine_tuned_once_for_the_arms_that_need_it(tmp_path, arms, loras):
+    assert ToyWorldPipeline(tmp_path, PipelineSettings.tiny(arms=arms)).loras == loras
+
+
+def test_within_class_generates_through_bobs_lora_and_config_with_own_class_contexts(tmp_path, monkeypatch):
+    pipeline = ToyWorldPipeline(tmp_path, PipelineSettings.tiny(arms=ALL_ARMS))
+    calls = _stage_calls(pipeline, monkeypatch)
+    for arm in ("within_class", "bob"):
+        with pytest.raises(_Stop):
+            pipeline.generate(arm)
+    (stage, subcommand, config, overrides), (_, _, bob_config, bob_overrides) = calls
+    assert (stage, subcommand, config) == ("generate_within_class", "predict", bob_config)
+    assert config == "generate.yaml"
+    assert f"--model.init_args.lora={tmp_path / 'lora' / 'bob'}" in overrides
+    assert f"--data.init_args.caption_bank={tmp_path / 'captions'}" in overrides
+    assert f"--data.init_args.output_dir={tmp_path / 'synthetic' / 'within_class'}" in overrides
+    assert overrides[-1] == "--data.init_args.strategy=within_class"
+    assert not any("strategy" in o for o in bob_overrides)
+
+
+@pytest.mark.parametrize(("arms", "compared"), [
+    (ALL_ARMS, {"datadream": False, "within_class": True, "bob": True}),
+    (("real", "within_class", "bob"), {"within_class": False, "bob": False}),
+])
+def test_quality_compares_every_other_set_with_datadream_when_the_run_has_it(tmp_path, monkeypatch, arms, compared):
+    pipeline = ToyWorldPipeline(tmp_path, PipelineSettings.tiny(arms=arms))
+    calls = _stage_calls(pipeline, monkeypatch)
+    for arm in compared:
+        with pytest.raises(_Stop):
+            pipeline.quality(arm)
+    expected = "--model.init_args.compare_with=" + json.dumps({"datadream": str(tmp_path / "synthetic" / "datadream")})
+    assert {stage.removeprefix("quality_"): expected in overrides for stage, _, _, overrides in calls} == compared
+
+
+def _fake_run(arms: tuple[str, ...], acc: float) -> dict:
+    synthetic = [arm for arm in arms if arm != "real"]
+    measured = {"home_rate": 0.3, "nmi": 0.1, "cramers_v": 0.2}
+    return {
+        "classifier": {arm: {"test/acc": acc, "test/acc_per_class": acc} for arm in arms},
+        "quality": {
+            arm: {"fid_mean": 10.0, **({"fid_lower_than_datadream": f"{i}/4"} if arm != "datadream" else {})}
+            for i, arm in enumerate(synthetic)
+        },
+        "dependence": {"real": measured, **{arm: measured for arm in synthetic}},
+        "class_fidelity": {arm: 0.5 for arm in synthetic},
+    }
+
+
+def test_science_summary_covers_every_arm_of_the_runs():
+    text = science.summarize({0: _fake_run(ALL_ARMS, 0.5), 1: _fake_run(ALL_ARMS, 0.7)}, 0.9, 0.8)
+    for arm in ALL_ARMS:
+        assert f"| {ARM_TITLES[arm]} | 0.600 ± 0.141 |" in text
+    assert "- seed 1: 0.700 / 0.700 / 0.700 / 0.700; 1/4 / 2/4" in text
+    assert f"the FID of {ARM_TITLES['within_class']} / {ARM_TITLES['bob']} is lower than DataDream's" in text
+
+    three = science.summarize({0: _fake_run(ARMS, 0.5)}, 0.9, 0.8)
+    assert ARM_TITLES["within_class"] not in three and "- seed 0: 0.500 / 0.500 / 0.500; 1/4" in three
+    assert "lower than DataDream's" not in science.summarize({0: _fake_run(("real", "bob"), 0.5)}, 0.9, 0.8)
+
+
+def test_results_table_shows_synthetic_dependence_only_for_synthetic_arms():
+    classifier = {arm: {"test/acc": 0.5} for arm in ALL_ARMS}
+    dependence = {arm: {"home_rate": 0.91, "nmi": 0.5, "cramers_v": 0.5} for arm in ALL_ARMS}
+    rows = results_table(classifier, dependence).splitlines()[2:]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == [ARM_TITLES[arm] for arm in ALL_ARMS]
+    assert "0.91" not in rows[0] and all("0.91" in row for row in rows[1:])
+
+
+@pytest.mark.parametrize(("module", "argv", "expected"), [
+    (demo, [], ARMS),
+    (demo, ["--tiny", "--arms", "within_class", "real"], ("real", "within_class")),
+    (science, [], ALL_ARMS),
+    (science, ["--arms", "real", "bob"], ("real", "bob")),
+])
+def test_commands_take_the_arms(monkeypatch, tmp_path, module, argv, expected):
+    seen = []
+
+    class Pipeline:
+        def __init__(self, out, settings):
+            seen.append(settings)
+            raise _Stop
+
+    monkeypatch.setattr(module, "ToyWorldPipeline", Pipeline)
+    monkeypatch.setattr(science, "ClassOracle", lambda: None)  # trains a CNN otherwise
+    with pytest.raises(_Stop):
+        module.main(["--out", str(tmp_path), *argv])
+    assert seen[0].arms == expected

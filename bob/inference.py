@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from bob.data.image_list import list_images
-from bob.data.images import load_rgb
-from bob.datamodules.real_images import TO_UINT8
+from bob.data.images import load_uint8
 from bob.modules.classifier.module import Classifier
 from bob.modules.classifier.predictions import top_k_rows
 
@@ -49,7 +48,7 @@ def classify(
     rows: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
         batch = paths[start : start + batch_size]
-        pixels = model.preprocess([TO_UINT8(load_rgb(path)) for path in batch]).to(model.device)
+        pixels = model.preprocess([load_uint8(path) for path in batch]).to(model.device)
         probabilities = model(pixels).float().softmax(dim=-1)
         rows += top_k_rows([str(path) for path in batch], probabilities, names, top_k)
     return rows

@@ -19,7 +19,8 @@ from bob.cli import main
 from bob.data import ClassFolders
 from bob.data import resized_cache as resized_cache_module
 from bob.data.errors import BobInputError, CorruptImageError
-from bob.data.resized_cache import ResizedImageCache, cached_size, decode, shrink
+from bob.data.images import load_uint8
+from bob.data.resized_cache import ResizedImageCache, cached_size, shrink
 from bob.datamodules import RealSyntheticDataModule
 from bob.datamodules import real_images as real_images_module
 from bob.datamodules.fewshot import default_eval_transform
@@ -67,9 +68,9 @@ def decodes(monkeypatch):
 
     def counting(path):
         seen.append(Path(path))
-        return decode(path)
+        return load_uint8(path)
 
-    monkeypatch.setattr(resized_cache_module, "decode", counting)
+    monkeypatch.setattr(resized_cache_module, "load_uint8", counting)
     return seen
 
 
@@ -77,7 +78,7 @@ def forbid_plain_decoding(monkeypatch):
     def forbidden(path):
         raise AssertionError(f"{path} decoded without the cache")
 
-    monkeypatch.setattr(real_images_module, "load_rgb", forbidden)
+    monkeypatch.setattr(real_images_module, "load_uint8", forbidden)
 
 
 def make_datamodule(root, tmp_path, prepare=True, **kwargs) -> RealSyntheticDataModule:
@@ -130,8 +131,9 @@ def test_cache_is_built_once_then_only_read(root, tmp_path, decodes, monkeypatch
 def test_dataloader_workers_build_missing_entries(root, tmp_path):
     """No prepare_data (a set made during the run): the workers build entries as they read, atomically."""
     synthetic = make_synthetic_set(tmp_path / "synthetic", CLASSES, per_class=2)
+    # One batch holds the whole pool: no partial last batch is dropped, so every image is read.
     datamodule = make_datamodule(root, tmp_path, prepare=False, synthetic=str(synthetic), cache_short_side=20,
-                                 num_workers=2)
+                                 num_workers=2, batch_size=64)
     assert not (tmp_path / "cache").exists()
     loader = datamodule.train_dataloader()
     assert "RealSyntheticDataModule" not in pickle.dumps(loader.dataset).decode("latin-1")  # plain values for workers
@@ -183,7 +185,7 @@ def test_a_changed_source_is_decoded_again(root, tmp_path, decodes):
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     second = cache(source)
     assert len(decodes) == 2 and not second.equal(first)
-    assert second.equal(shrink(decode(source), 20))
+    assert second.equal(shrink(load_uint8(source), 20))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "float array", "wrong shape"])

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from bob.data.errors import CorruptImageError
@@ -27,6 +29,11 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise CorruptImageError(
             f"cannot decode image {path} ({error}); replace or remove the file and rerun"
         ) from error
+
+
+def load_uint8(path: str | Path) -> torch.Tensor:
+    """`load_rgb` as a uint8 CHW image tensor (torchvision's ``to_image``), what every loader and transform takes."""
+    return F.to_image(load_rgb(path))
 
 
 def decode_problem(path: str | Path) -> str | None:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from bob.atomic import atomic_write
 from bob.data.errors import CorruptImageError
-from bob.data.images import load_rgb
+from bob.data.images import load_uint8
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,6 @@ log = logging.getLogger(__name__)
 INTERPOLATION = v2.InterpolationMode.BICUBIC
 #: Version of the entry format, part of every key.
 FORMAT = 1
-
-
-def decode(path: str | Path) -> torch.Tensor:
-    """The image at ``path`` as a uint8 CHW tensor (`load_rgb`, then ``ToImage``)."""
-    return v2.functional.pil_to_tensor(load_rgb(path))
 
 
 def cached_size(height: int, width: int, short_side: int, match_size: int | None = None) -> tuple[int, int]:
@@ -138,7 +133,7 @@ class ResizedImageCache:
     def build(self, source: str | Path, entry: Path | None = None) -> torch.Tensor:
         """Decode ``source``, shrink it and write its entry; the shrunk image."""
         entry = self.entry(source) if entry is None else entry
-        image = shrink(decode(source), self.short_side, self.match_size).contiguous()
+        image = shrink(load_uint8(source), self.short_side, self.match_size).contiguous()
         array = image.numpy()
 
         def write(tmp: Path) -> None:

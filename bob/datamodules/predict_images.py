@@ -9,8 +9,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from bob.data.image_list import list_images
-from bob.data.images import load_rgb
-from bob.datamodules.real_images import TO_UINT8
+from bob.data.images import load_uint8
 
 
 class ImageFileDataset(Dataset):
@@ -24,7 +23,7 @@ class ImageFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        return {"image": TO_UINT8(load_rgb(path)), "sample_id": str(path)}
+        return {"image": load_uint8(path), "sample_id": str(path)}
 
 
 def collate_images(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
-from bob.data.images import load_rgb
+from bob.data.images import load_uint8
 from bob.data.records import ImageRecord
 
 #: PIL -> uint8 tensor before user transforms (RandAugment and friends want uint8),
@@ -60,7 +60,7 @@ class RecordDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        image = TO_UINT8(load_rgb(record.path)) if self.load is None else self.load(record.path)
+        image = (self.load or load_uint8)(record.path)
         if self.transform is not None:
             image = self.transform(image)
         sample = {

@@ -44,7 +44,7 @@ from benchmarks.timing import Run, VariantResult, alternate, paired_ratio  # noq
 from benchmarks.world import build_world  # noqa: E402
 
 #: LoRA variants that skip the VAE after the first epoch (bob's latent cache).
-CACHED = {"bob_default", "bob_compiled"}
+CACHED = {"bob_default", "bob_compiled", "bob_latent_crops"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

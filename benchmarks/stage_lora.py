@@ -107,9 +107,14 @@ def reference(world: World, settings: Settings) -> Run:
 
 
 def ours_config(
-    world: World, settings: Settings, run_dir: Path, precision: str, latent_cache: bool, compile_unet: bool = False
+    world: World, settings: Settings, run_dir: Path, precision: str, latent_cache: bool, compile_unet: bool = False,
+    latent_crops: bool = False,
 ) -> dict[str, Any]:
-    """The stage-2 config of `configs/t2i.yaml` on the benchmark's model and data."""
+    """The stage-2 config of `configs/t2i.yaml` on the benchmark's model and data.
+
+    ``latent_crops``: the paper's random crop (`configs/t2i.yaml`), taken on the latent grid of
+    each image's cached posterior; otherwise a centre crop, which the latent cache keeps exactly.
+    """
     size = world.size.image_size
     model: dict[str, Any] = {
         "base_model": str(world.stable_diffusion),
@@ -117,8 +122,10 @@ def ours_config(
         "unet_rank": RANK, "unet_alpha": RANK, "text_encoder_rank": RANK, "text_encoder_alpha": RANK,
         "warmup_steps": WARMUP_LR_STEPS,
         "effective_batch_size": None,
-        "latent_cache_views": None if latent_cache else 0,
+        "latent_cache_views": None if latent_cache and not latent_crops else 0,
+        "latent_crops": latent_crops,
     }
+    crop = "RandomCrop" if latent_crops else "CenterCrop"
     if compile_unet:
         model["compile_unet"] = True
     return {
@@ -135,12 +142,13 @@ def ours_config(
                 "shots": world.shots, "seed": 0, "split_file": str(world.split_file), "val_per_class": 1,
                 "image_size": size, "batch_size": settings.lora_batch, "num_workers": settings.num_workers,
                 "caption_bank": str(world.caption_bank),
-                # Deterministic, so the latent cache is exact; the reference crops the same way.
+                # A centre crop is deterministic, so the latent cache is exact; the reference crops
+                # the same way (a random crop costs it the same).
                 "train_transform": {
                     "class_path": "torchvision.transforms.v2.Compose",
                     "init_args": {"transforms": [
                         {"class_path": "torchvision.transforms.v2.Resize", "init_args": {"size": size, "antialias": True}},
-                        {"class_path": "torchvision.transforms.v2.CenterCrop", "init_args": {"size": size}},
+                        {"class_path": f"torchvision.transforms.v2.{crop}", "init_args": {"size": size}},
                     ]},
                 },
             },
@@ -162,6 +170,9 @@ def variants(world: World, settings: Settings, work: Path) -> dict[str, tuple[st
                      lambda: ours(world, settings, work / "same", precision="32-true", latent_cache=False)),
         "bob_default": (f"bob, defaults ({settings.default_precision}, latent cache)", False,
                         lambda: ours(world, settings, work / "default", precision=settings.default_precision, latent_cache=True)),
+        "bob_latent_crops": (f"bob, defaults with the paper's random crops on the latent grid ({settings.default_precision})",
+                             False, lambda: ours(world, settings, work / "latent_crops", precision=settings.default_precision,
+                                                 latent_cache=True, latent_crops=True)),
     }
     if settings.compile:
         found["bob_compiled"] = (

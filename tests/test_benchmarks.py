@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from benchmarks import flops, gpu_check, memory, run
+from benchmarks import flops, gpu_check, gpu_hours, memory, run
 from benchmarks.architectures import PAPER, TINY
 
 MINIMAL = ["--size", "tiny", "--device", "cpu", "--repeats", "1", "--steps", "2", "--generation-steps", "2"]
@@ -73,8 +73,9 @@ def test_gpu_check_runs_at_tiny_size_on_a_cpu(work):
          "--generation-batch", "4", "--reference-images", "2", "--work", str(work / "gpu"), "--output", str(work / "gpu_out")]
     )
     lora = {row["name"]: row for row in result["stages"]["lora"]}
-    assert set(lora) == {"reference", "bob_same", "bob_default"}
-    assert lora["bob_default"]["tflop_per_item"] < lora["reference"]["tflop_per_item"]  # the VAE is cached
+    assert set(lora) == {"reference", "bob_same", "bob_default", "bob_latent_crops"}
+    for cached in ("bob_default", "bob_latent_crops"):
+        assert lora[cached]["tflop_per_item"] < lora["reference"]["tflop_per_item"]  # the VAE is cached
     generation = {row["name"]: row for row in result["stages"]["generation"]}
     assert set(generation) == {"reference", "plain_batched", "bob_default"}
     for row in [*lora.values(), *generation.values()]:
@@ -108,6 +109,44 @@ def test_flops_of_a_lora_step_and_an_image_at_paper_size():
     assert flops.bf16_peak_tflops("Some Future GPU") is None
 
 
+def test_pipeline_flops_per_sample_and_gpu_hours_at_tiny_size():
+    recipe = gpu_hours.aircraft_recipe()
+    # Counts read from the shipped configs and class defaults (docs/parity.md: 2,800 LoRA steps on Aircraft 5-shot).
+    assert (recipe.train_images, recipe.lora_epochs, recipe.lora_optimizer_steps, recipe.sample_grids) == (500, 400, 2800, 7)
+    assert (recipe.synthetic_images, recipe.generation_steps, recipe.guidance) == (10_000, 50, 2.0)
+    assert recipe.latent_cache_views == 0 and recipe.train_text_encoder  # random crop, and the text encoder trains
+    assert (recipe.classifier_epoch_images, recipe.sweep_points, recipe.sweep_epochs) == (19_968, 16, 10)
+
+    rows = {row["key"]: row for row in gpu_hours.per_sample_rows(TINY, recipe, captioner=False)}
+    parts = flops.lora_sample_parts(TINY)
+    step = flops.lora_step_flops(TINY, batch=2)
+    assert step["full"] - step["cached"] == pytest.approx(parts["vae_encoder"])  # the uncached sample: + the VAE encoder
+    release = rows["lora_release"]["flops"]
+    assert release == pytest.approx(step["full"]) and rows["lora_bob"]["flops"] == release  # shipped: no cache applies
+    assert release - rows["lora_latent_cache"]["flops"] == pytest.approx(parts["vae_encoder"] * (1 - 1 / 400))
+    assert rows["lora_both_caches"]["flops"] < rows["lora_text_cache"]["flops"] < release
+    # latent_crops encodes the whole resized photo once, more pixels than one crop: between the two.
+    assert rows["lora_latent_cache"]["flops"] < rows["lora_latent_crops"]["flops"] < release
+
+    # Only the UNet part grows with the steps, by the sampler's UNet calls (PNDM evaluates one timestep twice).
+    assert flops.sampler_unet_calls(50) == 51
+    ten, twenty = flops.generation_parts(TINY, 10, 2.0), flops.generation_parts(TINY, 20, 2.0)
+    assert twenty["unet"] / ten["unet"] == pytest.approx(21 / 11)
+    assert (twenty["text_encoder"], twenty["vae_decoder"]) == (ten["text_encoder"], ten["vae_decoder"])
+    assert rows["generation_release"]["flops"] > rows["generation_bob"]["flops"]  # an unfused LoRA costs FLOPs
+    short, long = (flops.caption_parts(TINY, (683, 1024), 100, answer) for answer in (8, 48))
+    assert short["vision"] == long["vision"] and short["language"] < long["language"]
+
+    stages = gpu_hours.stage_rows(list(rows.values()), recipe, peak_tflops=100.0, mfu=0.5, release_mfu=0.25)
+    lora = next(s for s in stages if s["stage"] == "2. LoRA fine-tuning")
+    assert lora["bob"]["flops"] == pytest.approx(200_000 * release)
+    assert lora["bob"]["gpu_hours"] == pytest.approx(lora["bob"]["flops"] / (100e12 * 0.5) / 3600)
+    assert lora["release"]["gpu_hours"] == pytest.approx(2 * lora["bob"]["gpu_hours"])
+    total = stages[-1]
+    assert total["stage"] == "total"
+    assert total["bob"]["gpu_hours"] == pytest.approx(sum(s["bob"]["gpu_hours"] for s in stages if s["in_total"]))
+
+
 def test_compile_unet_compiles_in_place_and_keeps_parameter_names(tiny_sd_path):
     from bob.modules import LoRAFineTuner
 
@@ -117,3 +156,16 @@ def test_compile_unet_compiles_in_place_and_keeps_parameter_names(tiny_sd_path):
         module.configure_model()
     assert compiled.unet._compiled_call_impl is not None and plain.unet._compiled_call_impl is None
     assert [n for n, _ in compiled.named_parameters()] == [n for n, _ in plain.named_parameters()]
+
+
+def test_latent_crop_agreement_on_the_toy_vae():
+    from benchmarks.latent_crops import latent_agreement
+    from bob.toyworld.pipeline import default_prior
+
+    torch.set_num_threads(1)
+    result = latent_agreement(str(default_prior()), images=4)
+    assert result["images"] == 4 and result["factor"] == 2
+    # The window differs from the encoded crop, more at its border than inside, and both decode
+    # to something close to the crop (a broken crop offset would fall to a few dB).
+    assert 0 < result["latent_rel_mse_interior"] < result["latent_rel_mse_border"]
+    assert result["psnr_latent_grid_crop"] > 15 and result["psnr_pixel_crop_round_trip"] > 15

@@ -139,12 +139,18 @@ def build(spec: Any) -> Any:
     return spec
 
 
+#: Transforms that compute the same operation as the old one they replaced: the paper's blur is
+#: now separable (same kernel and sigma draw, the output within one grey level).
+SAME_OPERATION = {"SeparableGaussianBlur": "GaussianBlur"}
+
+
 def describe(value: Any) -> Any:
     """A transform's type and settings, with tuples and lists alike (its repr hides some, e.g. p)."""
     if isinstance(value, torch.nn.Module):
         settings = {k: v for k, v in vars(value).items() if not k.startswith("_") and k != "training"}
         children = [describe(child) for child in value.children()]
-        return [type(value).__name__, describe(settings), children]
+        name = type(value).__name__
+        return [SAME_OPERATION.get(name, name), describe(settings), children]
     if isinstance(value, dict):
         return {key: describe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

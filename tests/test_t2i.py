@@ -33,7 +33,11 @@ def test_context_fit_lowers_the_loss_on_a_tiny_overfit_task(tmp_path, tiny_sd_pa
     assert cli.trainer.global_step == 60
     trained = cli.model
     assert trained.latent_cache is not None and len(trained.latent_cache) == 3  # deterministic transform: 1 view each
-    batch = next(iter(cli.datamodule.train_dataloader()))
+    # Every latent was encoded before training, so the training batches carry no images...
+    assert "image" not in next(iter(cli.datamodule.train_dataloader()))
+    # ...and the evaluation below takes the same shots, with images, from the unshuffled loader.
+    data = cli.datamodule
+    batch = next(iter(data.records_dataloader(data.split.train, train=False, shuffle=False)))
     assert sorted(trained.batch_prompts(batch))[0].startswith("an aircraft photo of a boeing in the ")
 
     base = LoRAFineTuner(**trained.init_arguments())

@@ -37,8 +37,10 @@ def test_pretraining_stages_export_a_loadable_pipeline(tmp_path):
     ])
     card = (prior_dir / "README.md").read_text()
     assert "2 steps at batch 4" in card and "python -m bob.toyworld.pretrain" in card
+    assert "velocity MSE" in card and "zero terminal SNR, v-prediction" in card  # the shipped config's recipe
     pipeline = StableDiffusionPipeline.from_pretrained(prior_dir, safety_checker=None)
     assert pipeline.unet.dtype == torch.float32  # stored in fp16, loaded as fp32 on a CPU
+    assert pipeline.scheduler.config.timestep_spacing == "trailing"
     assert pipeline.unet.config.sample_size == 32 and pipeline.unet.config.in_channels == 4
     assert pipeline.unet.config.down_block_types == ["DownBlock2D"] * 2 + ["CrossAttnDownBlock2D"] * 2
     image = pipeline("an aircraft photo of a jetliner", num_inference_steps=2, output_type="np").images[0]
@@ -127,3 +129,25 @@ def test_vae_eval_reports_the_ceiling_of_each_autoencoder(tmp_path, capsys):
     assert 0.0 <= row["oracle_after_round_trip"] <= 1.0
     assert row["share_of_render_accuracy"] == row["oracle_after_round_trip"] / results["oracle_on_renders"]
     assert json.loads(capsys.readouterr().out) == results
+
+
+def test_v_prediction_prior_is_trained_to_and_sampled_from_pure_noise():
+    import pytest
+
+    from bob.toyworld.pretrain_prior import ToyPriorPretraining
+    from bob.toyworld.prior_parts import build_sampling_scheduler, build_training_scheduler
+
+    training = build_training_scheduler("v_prediction", zero_terminal_snr=True)
+    assert float(training.alphas_cumprod[-1]) == 0.0  # the last training step is pure noise
+    sampling = build_sampling_scheduler(training)
+    sampling.set_timesteps(20)
+    assert sampling.config.prediction_type == "v_prediction" and int(sampling.timesteps[0]) == 999
+    epsilon = build_sampling_scheduler(build_training_scheduler())
+    epsilon.set_timesteps(20)
+    assert int(epsilon.timesteps[0]) < 960  # an epsilon model cannot start at zero signal
+    with pytest.raises(ValueError, match="v_prediction"):
+        build_training_scheduler("epsilon", zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="v_prediction"):
+        ToyPriorPretraining(zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="'epsilon' or 'v_prediction'"):
+        ToyPriorPretraining(prediction_type="sample")

@@ -22,7 +22,12 @@ from bob.data.longtail import sample_longtail_split
 from bob.data.records import ImageRecord
 from bob.data.release_indices import carve_test_split
 from bob.data.splits import FewShotSplit, sample_fewshot_split
-from bob.datamodules.real_images import SCALES_UINT8_IMAGES, RecordDataset, collate_samples
+from bob.datamodules.real_images import (
+    NEEDS_TRAIN_IMAGES,
+    SCALES_UINT8_IMAGES,
+    RecordDataset,
+    collate_samples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +341,8 @@ class FewShotDataModule(LightningDataModule):
         transform = self.train_transform if train else self.eval_transform
         # Plain values only: each dataloader worker gets a pickled copy of the dataset.
         return RecordDataset(
-            records, transform, self.extra_fields(records), uint8_images=self.uint8_images, load=self.image_loader()
+            records, transform, self.extra_fields(records), uint8_images=self.uint8_images, load=self.image_loader(),
+            images=self.train_images if train else True,
         )
 
     def image_loader(self) -> Callable[[str], Any] | None:
@@ -348,6 +354,12 @@ class FewShotDataModule(LightningDataModule):
         """Serve images as uint8: the trainer's module scales them on its device (`SCALES_UINT8_IMAGES`)."""
         module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
         return getattr(module, SCALES_UINT8_IMAGES, False) is True
+
+    @property
+    def train_images(self) -> bool:
+        """Serve training images: False when the trainer's module keeps its own latents of them (`NEEDS_TRAIN_IMAGES`)."""
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return getattr(module, NEEDS_TRAIN_IMAGES, True) is not False
 
     @property
     def pins_memory(self) -> bool:

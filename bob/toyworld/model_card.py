@@ -41,6 +41,7 @@ def _attention_grids(unet, latent_side: int) -> str:
 
 def model_card(facts: dict, vae_facts: dict, parts: dict[str, torch.nn.Module], command: str) -> str:
     vae, unet = parts["vae"], parts["unet"]
+    hyper = facts.get("hyperparameters", {})
     latent = _latent_shape(vae)
     weighting = vae_facts.get("object_weight", 1.0)
     vae_loss = "plain MSE" if weighting == 1.0 else f"MSE with aircraft pixels weighted {weighting:g}x"
@@ -81,8 +82,8 @@ empty for classifier-free guidance. No few-shot class name appears in any captio
 ## Training
 - {facts.get('steps')} steps at batch {facts.get('batch_size')}, {facts.get('wall_time_minutes')} min
   wall time on {facts.get('torch_threads')} CPU threads (UNet and text encoder; VAE above).
-- Final training loss (moving average, min-SNR weighted epsilon MSE): {facts.get('final_loss_ema')}.
-- DDPM cosine noise schedule, epsilon prediction; hyperparameters:
+- Final training loss (moving average, {_loss_name(hyper)}): {facts.get('final_loss_ema')}.
+- {_schedule_line(hyper)}; hyperparameters:
   `{json.dumps(facts.get('hyperparameters', {}), sort_keys=True)}`
 
 ## Reproduce
@@ -130,3 +131,17 @@ def export_pipeline(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def _loss_name(hyperparameters: dict) -> str:
+    target = "velocity" if hyperparameters.get("prediction_type") == "v_prediction" else "epsilon"
+    weighting = "min-SNR weighted " if hyperparameters.get("min_snr_gamma", 0) > 0 else ""
+    return f"{weighting}{target} MSE"
+
+
+def _schedule_line(hyperparameters: dict) -> str:
+    if hyperparameters.get("zero_terminal_snr"):
+        return ("DDPM cosine noise schedule rescaled to zero terminal SNR, v-prediction, sampled with trailing "
+                "timesteps from pure noise")
+    target = "v-prediction" if hyperparameters.get("prediction_type") == "v_prediction" else "epsilon prediction"
+    return f"DDPM cosine noise schedule, {target}"

@@ -43,7 +43,11 @@ class ToyPriorPretraining(LightningModule):
             every bob module spells it); constant learning rate after warm-up, the EMA smooths.
         warmup_steps: linear warm-up steps.
         ema_decay: decay of the exponential moving average that is exported.
-        min_snr_gamma: min-SNR loss weighting (Hang et al. 2023); 0 disables it.
+        min_snr_gamma: min-SNR loss weighting (Hang et al. 2023); 0 disables it. With
+            v-prediction it weighs a step by min(SNR, gamma) / (SNR + 1), which is 0 at zero SNR.
+        prediction_type: what the UNet predicts, ``"epsilon"`` (the noise) or ``"v_prediction"``.
+        zero_terminal_snr: make the schedule's last step pure noise (needs v-prediction); see
+            `build_training_scheduler`.
         export_every_n_steps: how often the pipeline folder is rewritten during training.
         reproduce_command: the command written into the model card.
     """
@@ -60,10 +64,16 @@ class ToyPriorPretraining(LightningModule):
         warmup_steps: int = 200,
         ema_decay: float = 0.998,
         min_snr_gamma: float = 5.0,
+        prediction_type: str = "epsilon",
+        zero_terminal_snr: bool = False,
         export_every_n_steps: int = 500,
         reproduce_command: str = "python -m bob.toyworld.pretrain",
     ):
         super().__init__()
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type={prediction_type!r}: use 'epsilon' or 'v_prediction'")
+        if zero_terminal_snr and prediction_type != "v_prediction":
+            raise ValueError("zero_terminal_snr=True needs prediction_type='v_prediction' (epsilon is undefined at zero signal)")
         self.optimizer_factory, spec = factory_argument(optimizer, torch.optim.Optimizer, "the toy prior's optimizer")
         self.save_hyperparameters(ignore=["optimizer"])
         self.save_hyperparameters({"optimizer": spec})
@@ -90,7 +100,7 @@ class ToyPriorPretraining(LightningModule):
         )
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         self.ema_text_encoder = copy.deepcopy(self.text_encoder).requires_grad_(False)
-        self.noise_scheduler = build_training_scheduler()
+        self.noise_scheduler = build_training_scheduler(self.hparams.prediction_type, self.hparams.zero_terminal_snr)
 
     @torch.no_grad()
     def latents(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -115,11 +125,13 @@ class ToyPriorPretraining(LightningModule):
         timesteps = torch.randint(0, steps, (latents.shape[0],), device=self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = self.unet(noisy, timesteps, self.encode_text(batch["caption"], self.text_encoder)).sample
-        per_sample = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+        velocity = self.hparams.prediction_type == "v_prediction"
+        target = self.noise_scheduler.get_velocity(latents, noise, timesteps) if velocity else noise
+        per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
         if self.hparams.min_snr_gamma > 0:
             alphas = self.noise_scheduler.alphas_cumprod.to(self.device)[timesteps]
             snr = alphas / (1.0 - alphas)
-            per_sample = per_sample * snr.clamp(max=self.hparams.min_snr_gamma) / snr
+            per_sample = per_sample * snr.clamp(max=self.hparams.min_snr_gamma) / (snr + 1.0 if velocity else snr)
         loss = per_sample.mean()
         self.log("train/loss", loss, prog_bar=True)
         return loss

@@ -87,12 +87,27 @@ def code_following(
         on_renders = network((renders - mean) / std).argmax(1).numpy()
         on_round_trip = network((round_trip - mean) / std).argmax(1).numpy()
     truth = np.array(labels)
+    # Coarser: does the drawn variant at least share the named one's parts (the classifier's
+    # pick agrees on wing planform, i.e. family, chance about 1/4; and on tail colour)?
+    by_label = [variant_of[name] for name in class_names]
+    same_wing = [by_label[p].wing == by_label[t].wing for p, t in zip(predicted, truth, strict=True)]
+    same_tail = [by_label[p].tail == by_label[t].tail for p, t in zip(predicted, truth, strict=True)]
     return {
         "code_follows_prompt": float(np.mean(predicted == truth)),
+        "wing_follows_prompt": float(np.mean(same_wing)),
+        "wing_chance": _agreement_chance([v.wing for v in by_label]),
+        "tail_follows_prompt": float(np.mean(same_tail)),
+        "tail_chance": _agreement_chance([v.tail for v in by_label]),
         "classifier_on_renders": float(np.mean(on_renders == truth)),
         "classifier_on_vae_round_trip": float(np.mean(on_round_trip == truth)),
         "code_chance": 1 / len(class_names), "code_images": len(labels), "code_variants": variants,
     }
+
+
+def _agreement_chance(values: list[str]) -> float:
+    """Chance that two variants drawn independently and uniformly share the value."""
+    counts = np.unique(values, return_counts=True)[1] / len(values)
+    return float((counts**2).sum())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,24 +49,35 @@ def build_text_encoder(tokenizer, hidden_size: int = 128, layers: int = 3):
     return CLIPTextModel(config)
 
 
-def build_training_scheduler():
-    """DDPM with a cosine schedule: at 16x16 latents the linear SD schedule leaves too little signal late."""
+def build_training_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False):
+    """DDPM with a cosine schedule: at 16x16 latents the linear SD schedule leaves too little signal late.
+
+    ``zero_terminal_snr`` rescales the schedule so its last step is pure noise (Lin et al. 2024),
+    as the sampler's first step is: the cosine schedule's last step keeps a signal of 2e-9, but a
+    32x32 latent averages its noise over many pixels, so a model that only ever saw such steps reads
+    the large shapes (the background) out of the sampler's starting noise instead of the prompt.
+    It needs ``prediction_type="v_prediction"``: the noise alone says nothing at zero signal.
+    """
     from diffusers import DDPMScheduler
 
+    if zero_terminal_snr and prediction_type != "v_prediction":
+        raise ValueError("zero_terminal_snr needs prediction_type='v_prediction' (epsilon is undefined at zero signal)")
     return DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-        clip_sample=False, steps_offset=1,
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type,
+        clip_sample=False, steps_offset=1, rescale_betas_zero_snr=zero_terminal_snr,
     )
 
 
 def build_sampling_scheduler(training_scheduler):
     """The scheduler shipped with the pipeline: DPM-Solver++, good in 20 steps, same noise schedule.
 
-    ``leading`` spacing starts sampling near t = 950 (signal share 0.6%, like Stable Diffusion's
-    last step), not at t = 999: there the cosine schedule leaves a signal of 2e-9, and the
-    first step's estimate of the clean latent divides by it; measured, the latents blew up to a
-    standard deviation of 1700 and every image was noise.
+    With a zero-terminal-SNR schedule sampling starts at the last step (``trailing`` spacing), where
+    training saw pure noise. Otherwise ``leading`` spacing starts it near t = 950 (signal share
+    0.6%, like Stable Diffusion's last step), not at t = 999: there the cosine schedule leaves a
+    signal of 2e-9, and an epsilon model's first estimate of the clean latent divides by it;
+    measured, the latents blew up to a standard deviation of 1700 and every image was noise.
     """
     from diffusers import DPMSolverMultistepScheduler
 
-    return DPMSolverMultistepScheduler.from_config(training_scheduler.config, timestep_spacing="leading")
+    spacing = "trailing" if training_scheduler.config.rescale_betas_zero_snr else "leading"
+    return DPMSolverMultistepScheduler.from_config(training_scheduler.config, timestep_spacing=spacing)

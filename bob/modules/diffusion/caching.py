@@ -45,11 +45,20 @@ class LatentCache:
     def __len__(self) -> int:
         return sum(len(v) for v in self._store.values())
 
+    def is_full(self, sample_id: str) -> bool:
+        """Whether ``sample_id`` has all its views, so its image is no longer needed."""
+        return len(self._store.get(sample_id, ())) >= self.views
+
     def posterior(
-        self, sample_ids: Sequence[str], images: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]
+        self, sample_ids: Sequence[str], images: torch.Tensor | None, encode: Callable[[torch.Tensor], torch.Tensor]
     ) -> DiagonalGaussianDistribution:
-        """Posterior of each image: cached where full, else ``encode(images[i])`` (and cached)."""
-        missing = [i for i, s in enumerate(sample_ids) if len(self._store.get(s, ())) < self.views]
+        """Posterior of each image: cached where full, else ``encode(images[i])`` (and cached).
+
+        ``images`` may be None when every sample is full.
+        """
+        missing = [i for i, s in enumerate(sample_ids) if not self.is_full(s)]
+        if missing and images is None:
+            raise KeyError(f"no cached latents for {[sample_ids[i] for i in missing[:3]]} and no images to encode")
         fresh: dict[int, torch.Tensor] = {}
         if missing:
             # Not images[missing]: a list index becomes a host tensor copied to the device, and waited for.

@@ -14,16 +14,18 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from tqdm.auto import tqdm
 
 from bob.data.errors import BobInputError
 from bob.data.prompt_fit import fit_context_to_token_limit
 from bob.data.prompts import CLASS_TEMPLATE, CONTEXT_TEMPLATE, PromptTemplate
-from bob.datamodules.real_images import host_labels, scale_images
+from bob.datamodules.real_images import RecordDataset, host_labels, scale_images
 from bob.datamodules.surface import StageData, stage_data
 from bob.modules.checkpoints import check_trained_weights, keep_trained_weights
 from bob.modules.class_specs import factory_argument
 from bob.modules.diffusion.caching import LatentCache, TextEmbeddingCache, is_deterministic
 from bob.modules.diffusion.components import StableDiffusionParts, load_stable_diffusion
+from bob.modules.diffusion.latent_crops import LatentCropCache, split_random_crop, trim_to_grid
 from bob.modules.diffusion.lora import LoRAInit, attach_lora, save_lora_weights
 from bob.modules.diffusion.lr_schedule import LRSchedule, build_lr_scheduler, cosine_horizon
 from bob.modules.precision import DtypeChoice, resolve_dtype
@@ -126,6 +128,13 @@ class LoRAFineTuner(LightningModule):
             transform is deterministic (exact), else 0. 0: never cache. k >= 1: cache up to k
             augmented views per image and reuse them afterwards; with random crops this trains
             on k crops per image instead of a fresh crop every epoch.
+        latent_crops: for a train transform that resizes and then crops at random (the paper's):
+            encode each resized training image once before the first step and take every
+            step's random crop on the VAE's latent grid (`bob.modules.diffusion.latent_crops`).
+            The VAE encoder then never runs during training and no training image is decoded or
+            transferred. Not exact: the offsets are multiples of 8 px and each crop's latents
+            saw the image around it (measured in docs/finetuning.md, "Random crops on the latent
+            grid"), so it is opt-in. Excludes ``latent_cache_views``.
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30%
             slower).
         compile_unet: compile the UNet with ``torch.compile`` (in place, so checkpoints and the
@@ -163,6 +172,7 @@ class LoRAFineTuner(LightningModule):
         effective_batch_size: int | None = 80,
         frozen_dtype: DtypeChoice = "auto",
         latent_cache_views: int | None = None,
+        latent_crops: bool = False,
         gradient_checkpointing: bool = False,
         compile_unet: bool = False,
     ):
@@ -197,6 +207,10 @@ class LoRAFineTuner(LightningModule):
         self.text_encoder: torch.nn.Module | None = None
         self.parts: StableDiffusionParts | None = None
         self.latent_cache: LatentCache | None = None
+        self.latent_crop_cache: LatentCropCache | None = None
+        self._latent_crop_prefix = None
+        self._latent_crop_size = 0
+        self._encode_first = False
         self.text_cache = None if train_text_encoder else TextEmbeddingCache()
         self._warned_truncation = False
         #: prompt -> (token ids, attention mask), padded or cut to the encoder's limit, on the host.
@@ -222,11 +236,22 @@ class LoRAFineTuner(LightningModule):
             self.template.check_attributes(bank.attributes)
         self._check_gradient_accumulation(data)
         views = self.hparams.latent_cache_views
-        if views is None:
+        if self.hparams.latent_crops:
+            if views:
+                raise BobInputError(
+                    f"latent_crops and latent_cache_views={views} both cache latents; set one of them"
+                )
+            # Checked here, before the models load; the cache is filled in on_fit_start.
+            self._latent_crop_prefix, self._latent_crop_size = split_random_crop(data.train_transform)
+            views = 0
+        elif views is None:
             views = 1 if is_deterministic(data.train_transform) else 0
         self.latent_cache = LatentCache(views) if views > 0 else None
+        # One exact view per image: encode them all before the first step, then serve no images.
+        self._encode_first = views == 1 and is_deterministic(data.train_transform)
+        crops = "random crops on the latent grid of each resized image" if self.hparams.latent_crops else None
         rank_zero_info(
-            f"VAE latent cache: {f'{views} view(s) per image' if views else 'off'}; text embedding cache: "
+            f"VAE latent cache: {crops or (f'{views} view(s) per image' if views else 'off')}; text embedding cache: "
             f"{'on' if self.text_cache is not None else 'off (the text encoder is trained)'}"
         )
 
@@ -281,10 +306,26 @@ class LoRAFineTuner(LightningModule):
         trainable = sum(p.numel() for p in self.trainable_parameters())
         rank_zero_info(f"LoRA: {trainable / 1e6:.2f}M trainable parameters; frozen weights in {dtype}")
 
+    @property
+    def vae_downsampling(self) -> int:
+        """Pixels per latent along a side (8 for Stable Diffusion's VAE)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def needs_train_images(self) -> bool:
+        """False when the training images' latents are this module's own (`NEEDS_TRAIN_IMAGES`):
+        with ``latent_crops``, and with the exact one-view latent cache of a deterministic transform."""
+        return not (self.hparams.latent_crops or self._encode_first)
+
     def on_fit_start(self) -> None:
+        data = stage_data(self.trainer, "LoRAFineTuner")
+        if self.hparams.latent_crops and self.latent_crop_cache is None:
+            self.latent_crop_cache = LatentCropCache(self._latent_crop_size, self.vae_downsampling)
+        if self.hparams.latent_crops or self._encode_first:
+            self.encode_training_images(data)
         # Every training prompt fitted once, before the first step: a prompt that cannot fit
         # stops the run here, and how many were shortened is said once.
-        fit = self.prompt_fit_summary(stage_data(self.trainer, "LoRAFineTuner"))
+        fit = self.prompt_fit_summary(data)
         if fit["num_shortened"]:
             rank_zero_info(
                 f"{fit['num_shortened']} of {fit['num_prompts']} training prompts were over the text encoder's "
@@ -386,12 +427,47 @@ class LoRAFineTuner(LightningModule):
             return self.text_cache.embeddings(prompts, self.encode_prompts)
 
     @torch.no_grad()
+    def encode_training_images(self, data: StageData) -> None:
+        """Encode every training image once, before the first step, on every device.
+
+        With ``latent_crops``: each image resized (the transform before its RandomCrop), trimmed
+        to the latent grid, into the latent-crop cache. Otherwise (a deterministic transform):
+        each image as training would see it, into the one-view latent cache.
+        """
+        crops = self.latent_crop_cache
+        if crops is not None:
+            records = [r for r in data.split.train if r.sample_id not in crops]
+            transform = self._latent_crop_prefix
+        else:
+            records = [r for r in data.split.train if not self.latent_cache.is_full(r.sample_id)]
+            transform = data.train_transform
+        dataset = RecordDataset(records, transform, uint8_images=True)
+        progress = tqdm(
+            range(len(dataset)), desc="encoding training images", unit="img", disable=not self.trainer.is_global_zero
+        )
+        for index in progress:
+            sample = dataset[index]
+            image = sample["image"]
+            if crops is not None:
+                image = trim_to_grid(image, crops.factor, crops.crop * crops.factor, records[index].path)
+            pixels = scale_images(self._to_device(image.unsqueeze(0)), self)
+            if crops is not None:
+                crops.add(sample["sample_id"], self._posterior_parameters(pixels)[0])
+            else:
+                self.latent_cache.posterior([sample["sample_id"]], pixels, self._posterior_parameters)
+        cached = len(crops) if crops is not None else len(self.latent_cache)
+        rank_zero_info(f"VAE latents of {cached} training images encoded before training; no image is loaded after")
+
+    @torch.no_grad()
     def _posterior_parameters(self, images: torch.Tensor) -> torch.Tensor:
         return self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist.parameters
 
     def latents(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
         """Scaled VAE latents of the batch's images (uint8, or float in [0, 1]), sampled from the posterior."""
-        images = scale_images(batch["image"], self)
+        if self.latent_crop_cache is not None:
+            posterior = self.latent_crop_cache.posterior(list(batch["sample_id"]), generator)
+            return posterior.sample(generator) * self.vae.config.scaling_factor
+        images = scale_images(batch["image"], self) if "image" in batch else None
         if self.latent_cache is not None:
             posterior = self.latent_cache.posterior(list(batch["sample_id"]), images, self._posterior_parameters)
         else:

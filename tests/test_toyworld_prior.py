@@ -151,3 +151,19 @@ def test_v_prediction_prior_is_trained_to_and_sampled_from_pure_noise():
         ToyPriorPretraining(zero_terminal_snr=True)
     with pytest.raises(ValueError, match="'epsilon' or 'v_prediction'"):
         ToyPriorPretraining(prediction_type="sample")
+    # An epsilon run's checkpoint (it has no prediction_type) is not continued as a v-prediction run.
+    module = ToyPriorPretraining(prediction_type="v_prediction", zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="prediction_type='epsilon'.*--restart"):
+        module.on_load_checkpoint({"hyper_parameters": {"min_snr_gamma": 5.0}})
+    module.on_load_checkpoint({"hyper_parameters": {"prediction_type": "v_prediction", "zero_terminal_snr": True}})
+
+
+def test_name_conditioning_compares_true_and_other_names_on_the_same_noise():
+    from bob.toyworld.prior_eval import name_conditioning
+
+    torch.set_num_threads(1)
+    result = name_conditioning(str(default_prior()), images=6, timesteps=(300, 900))
+    assert result["name_conditioning_images"] == 6 and set(result["name_conditioning_loss"]) == {"300", "900"}
+    for row in result["name_conditioning_loss"].values():
+        assert row["true_name"] > 0 and row["other_name"] > 0
+        assert any(abs(row["true_name_lower_share"] - i / 6) < 1e-6 for i in range(7))  # a share of 6 images

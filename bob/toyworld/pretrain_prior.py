@@ -169,6 +169,15 @@ class ToyPriorPretraining(LightningModule):
         checkpoint["toy_prior"] = {"seconds": self.seconds_trained(), "loss_average": self._loss_average}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Same weights, another objective: continuing would silently mix the two.
+        saved = checkpoint.get("hyper_parameters", {})
+        for key, default in (("prediction_type", "epsilon"), ("zero_terminal_snr", False)):
+            if saved.get(key, default) != self.hparams[key]:
+                raise ValueError(
+                    f"the checkpoint was trained with {key}={saved.get(key, default)!r}, this run asks for "
+                    f"{self.hparams[key]!r}; continue it with its own settings or start over "
+                    "(python -m bob.toyworld.pretrain --restart)"
+                )
         state = checkpoint.get("toy_prior", {})
         self._seconds_before = state.get("seconds", 0.0)
         self._loss_average = state.get("loss_average")

@@ -104,6 +104,45 @@ def code_following(
     }
 
 
+@torch.no_grad()
+def name_conditioning(prior: str, images: int = 96, timesteps: tuple[int, ...] = (200, 400, 600, 800, 950), seed: int = 5) -> dict:
+    """Whether the prior's denoiser uses the model name: its training loss on broad-world renders
+    captioned "an aircraft photo of a <name> in the <background> background" with the true name
+    and with another render's name, same noise. Equal losses mean the name is ignored."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    from bob.toyworld.broad_world import broad_scenes
+    from bob.toyworld.render import render
+
+    pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
+    scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+    scenes = broad_scenes(images, seed, len(broad_variants()))
+    pixels = torch.from_numpy(np.stack([np.array(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
+    latents = pipeline.vae.encode(pixels * 2 - 1).latent_dist.mean * pipeline.vae.config.scaling_factor
+    others = random.Random(seed).sample(range(images), images)
+
+    def embed(names: list[str]):
+        captions = [f"an {DESCRIPTOR} photo of a {name} in the {BACKGROUNDS[s.background].phrasings[0]} background"
+                    for name, s in zip(names, scenes, strict=True)]
+        tokens = pipeline.tokenizer(captions, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
+                                    truncation=True, return_tensors="pt")
+        return pipeline.text_encoder(tokens.input_ids)[0]
+
+    true = embed([s.variant.name for s in scenes])
+    wrong = embed([scenes[i].variant.name for i in others])
+    rows = {}
+    for t in timesteps:
+        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(t))
+        steps = torch.full((images,), t)
+        noisy = scheduler.add_noise(latents, noise, steps)
+        velocity = scheduler.config.prediction_type == "v_prediction"
+        target = scheduler.get_velocity(latents, noise, steps) if velocity else noise
+        losses = [((pipeline.unet(noisy, steps, e).sample - target) ** 2).mean(dim=(1, 2, 3)) for e in (true, wrong)]
+        rows[str(t)] = {"true_name": float(losses[0].mean()), "other_name": float(losses[1].mean()),
+                        "true_name_lower_share": float((losses[0] < losses[1]).float().mean())}
+    return {"name_conditioning_loss": rows, "name_conditioning_images": images}
+
+
 def _agreement_chance(values: list[str]) -> float:
     """Chance that two variants drawn independently and uniformly share the value."""
     counts = np.unique(values, return_counts=True)[1] / len(values)
@@ -120,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the split file naming that classifier's classes")
     args = parser.parse_args(argv)
     results = background_following(args.prior, args.images_per_background)
+    results.update(name_conditioning(args.prior))
     if args.broad_classifier:
         results.update(code_following(args.prior, args.broad_classifier, args.broad_split))
     print(json.dumps(results, indent=2))

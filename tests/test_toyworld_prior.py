@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from transformers import CLIPTokenizer
 
@@ -18,7 +19,7 @@ def test_pretraining_stages_export_a_loadable_pipeline(tmp_path):
     # default_root_dir: with no logger, the saved config.yaml would land in the working directory.
     tiny_data = [
         "--data.init_args.pool_size=16", "--data.init_args.batch_size=4", "--trainer.logger=false",
-        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.default_root_dir={tmp_path}", f"--data.init_args.cache_dir={tmp_path / 'pool'}",
     ]
     main([
         "fit", "-c", str(configs / "prior_vae.yaml"), "--trainer.max_steps=2", *tiny_data,
@@ -32,10 +33,11 @@ def test_pretraining_stages_export_a_loadable_pipeline(tmp_path):
         "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
         f"--model.init_args.vae={vae_dir}", f"--model.init_args.output_dir={prior_dir}",
         "--model.init_args.unet_channels=[32,32,32,32]", "--model.init_args.plain_levels=2",
-        "--model.init_args.text_hidden_size=32",
+        "--model.init_args.text_hidden_size=32", "--model.init_args.object_weight=5",
         "--model.init_args.export_every_n_steps=1",
     ])
     card = (prior_dir / "README.md").read_text()
+    assert json.loads((prior_dir / "training.json").read_text())["hyperparameters"]["object_weight"] == 5
     assert "2 steps at batch 4" in card and "python -m bob.toyworld.pretrain" in card
     assert "velocity MSE" in card and "zero terminal SNR, v-prediction" in card  # the shipped config's recipe
     pipeline = StableDiffusionPipeline.from_pretrained(prior_dir, safety_checker=None)
@@ -132,8 +134,6 @@ def test_vae_eval_reports_the_ceiling_of_each_autoencoder(tmp_path, capsys):
 
 
 def test_v_prediction_prior_is_trained_to_and_sampled_from_pure_noise():
-    import pytest
-
     from bob.toyworld.pretrain_prior import ToyPriorPretraining
     from bob.toyworld.prior_parts import build_sampling_scheduler, build_training_scheduler
 
@@ -167,3 +167,25 @@ def test_name_conditioning_compares_true_and_other_names_on_the_same_noise():
     for row in result["name_conditioning_loss"].values():
         assert row["true_name"] > 0 and row["other_name"] > 0
         assert any(abs(row["true_name_lower_share"] - i / 6) < 1e-6 for i in range(7))  # a share of 6 images
+
+
+def test_broad_pool_is_rendered_once_and_read_back_from_its_cache(tmp_path, monkeypatch):
+    import bob.toyworld.broad_world as broad_world
+
+    first = broad_world.BroadWorldDataModule(pool_size=6, seed=3, cache_dir=str(tmp_path))
+    first.setup("fit")
+    files = list(tmp_path.glob("broad_pool_6_*.npz"))
+    assert len(files) == 1
+
+    def no_rendering(scene):
+        raise AssertionError("the cached pool was rendered again")
+
+    monkeypatch.setattr(broad_world, "render_with_mask", no_rendering)
+    second = broad_world.BroadWorldDataModule(pool_size=6, seed=3, cache_dir=str(tmp_path))
+    second.setup("fit")
+    assert torch.equal(second._dataset.images, first._dataset.images)
+    assert torch.equal(second._dataset.masks, first._dataset.masks)
+    # Another pool is another file, rendered (here: refused) rather than read from this one.
+    other = broad_world.BroadWorldDataModule(pool_size=6, seed=4, cache_dir=str(tmp_path))
+    with pytest.raises(AssertionError, match="rendered again"):
+        other.setup("fit")

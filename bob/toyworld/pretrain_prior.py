@@ -48,6 +48,9 @@ class ToyPriorPretraining(LightningModule):
         prediction_type: what the UNet predicts, ``"epsilon"`` (the noise) or ``"v_prediction"``.
         zero_terminal_snr: make the schedule's last step pure noise (needs v-prediction); see
             `build_training_scheduler`.
+        object_weight: weight of the latents the aircraft covers in the denoising loss,
+            relative to background latents (1 = plain MSE), as in the VAE's
+            reconstruction loss: the names decide only small painted parts.
         export_every_n_steps: how often the pipeline folder is rewritten during training.
         reproduce_command: the command written into the model card.
     """
@@ -66,6 +69,7 @@ class ToyPriorPretraining(LightningModule):
         min_snr_gamma: float = 5.0,
         prediction_type: str = "epsilon",
         zero_terminal_snr: bool = False,
+        object_weight: float = 1.0,
         export_every_n_steps: int = 500,
         reproduce_command: str = "python -m bob.toyworld.pretrain",
     ):
@@ -127,7 +131,13 @@ class ToyPriorPretraining(LightningModule):
         prediction = self.unet(noisy, timesteps, self.encode_text(batch["caption"], self.text_encoder)).sample
         velocity = self.hparams.prediction_type == "v_prediction"
         target = self.noise_scheduler.get_velocity(latents, noise, timesteps) if velocity else noise
-        per_sample = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+        squared = F.mse_loss(prediction, target, reduction="none")
+        if self.hparams.object_weight != 1.0:
+            # The render's aircraft coverage averaged over each latent's pixels.
+            coverage = F.adaptive_avg_pool2d(batch["mask"], latents.shape[-2:])
+            weights = 1.0 + (self.hparams.object_weight - 1.0) * coverage
+            squared = squared * weights / weights.mean(dim=(1, 2, 3), keepdim=True)
+        per_sample = squared.mean(dim=(1, 2, 3))
         if self.hparams.min_snr_gamma > 0:
             alphas = self.noise_scheduler.alphas_cumprod.to(self.device)[timesteps]
             snr = alphas / (1.0 - alphas)

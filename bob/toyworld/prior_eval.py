@@ -58,34 +58,21 @@ def code_following(
     of a Korvan", the class-only prompt form): top-1 accuracy of the 256-way broad-world
     classifier that `python -m bob.toyworld.backbone` trains (its checkpoint, head included, and
     the split file naming its classes) on the generated images; chance is 1/256."""
-    import timm
     from diffusers import StableDiffusionPipeline
 
-    class_names = json.loads(open(split_file, encoding="utf-8").read())["class_names"]
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    network = timm.create_model("test_resnet", pretrained=False, num_classes=len(class_names))
-    network.load_state_dict({k.removeprefix("backbone.net."): v for k, v in state.items() if k.startswith("backbone.net.")})
-    network.eval()
-    mean = torch.tensor(network.pretrained_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(network.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    class_names, network = broad_classifier(checkpoint, split_file)
     pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
     pipeline.set_progress_bar_config(disable=True)
     chosen = random.Random(seed).sample(range(len(class_names)), variants)
     labels = [c for c in chosen for _ in range(images_per_variant)]
     prompts = [f"an {DESCRIPTOR} photo of a {class_names[c]}" for c in labels]
-    generator = torch.Generator().manual_seed(seed)
-    pixels = []
-    for start in range(0, len(prompts), 64):
-        batch = pipeline(prompts[start:start + 64], num_inference_steps=steps, guidance_scale=guidance,
-                         generator=generator, output_type="pt").images
-        pixels.append(batch.clamp(0, 1))
+    predicted = network(_generate(pipeline, prompts, steps, guidance, seed)).argmax(1).numpy()
     with torch.no_grad():
-        predicted = network((torch.cat(pixels) - mean) / std).argmax(1).numpy()
         # The ceiling: the same classifier on renders of the same variants after a VAE round trip.
         variant_of = {v.name: v for v in broad_variants()}
         renders, round_trip = vae_round_trip(pipeline.vae, random_scenes([variant_of[class_names[c]] for c in labels], seed))
-        on_renders = network((renders - mean) / std).argmax(1).numpy()
-        on_round_trip = network((round_trip - mean) / std).argmax(1).numpy()
+        on_renders = network(renders).argmax(1).numpy()
+        on_round_trip = network(round_trip).argmax(1).numpy()
     truth = np.array(labels)
     # Coarser: does the drawn variant at least share the named one's parts (the classifier's
     # pick agrees on wing planform, i.e. family, chance about 1/4; and on tail colour)?
@@ -102,6 +89,64 @@ def code_following(
         "classifier_on_vae_round_trip": float(np.mean(on_round_trip == truth)),
         "code_chance": 1 / len(class_names), "code_images": len(labels), "code_variants": variants,
     }
+
+
+def family_following(
+    prior: str, checkpoint: str, split_file: str, images_per_family: int = 16, steps: int = 20,
+    guidance: float = 3.0, seed: int = 0,
+) -> dict:
+    """Whether the prior draws the wing planform a family word asks for ("an aircraft photo of a
+    fighter"): the share of images whose variant, as the broad-world classifier reads it, has the
+    family's wing. Family words are in a fifth of the pretraining captions against a 1/256 share
+    for each model name, so this separates "the aircraft is not conditioned at all" from "names
+    are too rare to be bound"."""
+    from diffusers import StableDiffusionPipeline
+
+    class_names, network = broad_classifier(checkpoint, split_file)
+    pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
+    pipeline.set_progress_bar_config(disable=True)
+    wings = sorted(FAMILY_OF_WING)
+    wanted = [w for w in wings for _ in range(images_per_family)]
+    prompts = [f"an {DESCRIPTOR} photo of a {FAMILY_OF_WING[w]}" for w in wanted]
+    predicted = network(_generate(pipeline, prompts, steps, guidance, seed)).argmax(1).numpy()
+    wing_of = {v.name: v.wing for v in broad_variants()}
+    drawn = [wing_of[class_names[p]] for p in predicted]
+    return {"family_follows_prompt": float(np.mean([d == w for d, w in zip(drawn, wanted, strict=True)])),
+            "family_chance": 1 / len(wings), "family_images": len(prompts)}
+
+
+def broad_classifier(checkpoint: str, split_file: str) -> tuple[list[str], torch.nn.Module]:
+    """The class names and the network of the 256-way broad-world classifier that
+    `python -m bob.toyworld.backbone` trains; the network takes images in [0, 1]."""
+    import timm
+
+    class_names = json.loads(open(split_file, encoding="utf-8").read())["class_names"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    network = timm.create_model("test_resnet", pretrained=False, num_classes=len(class_names))
+    network.load_state_dict({k.removeprefix("backbone.net."): v for k, v in state.items() if k.startswith("backbone.net.")})
+    network.eval()
+    mean = torch.tensor(network.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(network.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    return class_names, torch.nn.Sequential(_Normalize(mean, std), network).requires_grad_(False)
+
+
+class _Normalize(torch.nn.Module):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+
+def _generate(pipeline, prompts: list[str], steps: int, guidance: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    pixels = []
+    for start in range(0, len(prompts), 64):
+        batch = pipeline(prompts[start:start + 64], num_inference_steps=steps, guidance_scale=guidance,
+                         generator=generator, output_type="pt").images
+        pixels.append(batch.clamp(0, 1))
+    return torch.cat(pixels)
 
 
 @torch.no_grad()
@@ -161,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     results = background_following(args.prior, args.images_per_background)
     results.update(name_conditioning(args.prior))
     if args.broad_classifier:
+        results.update(family_following(args.prior, args.broad_classifier, args.broad_split))
         results.update(code_following(args.prior, args.broad_classifier, args.broad_split))
     print(json.dumps(results, indent=2))
 

@@ -22,6 +22,22 @@ def tiny_sd_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_sdxl_path(tmp_path_factory):
+    """A tiny random SD-XL pipeline folder, built once per test session."""
+    from tests.tiny_models import save_tiny_stable_diffusion_xl
+
+    return save_tiny_stable_diffusion_xl(tmp_path_factory.mktemp("tiny_sdxl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_path(tmp_path_factory):
+    """A tiny random SD3 pipeline folder, built once per test session."""
+    from tests.tiny_models import save_tiny_stable_diffusion_3
+
+    return save_tiny_stable_diffusion_3(tmp_path_factory.mktemp("tiny_sd3"))
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_path(tmp_path_factory):
     """A tiny random CLIP model folder (32 px images, with tokenizer), built once per test session."""
     from tests.tiny_models import save_tiny_clip

@@ -192,7 +192,7 @@ def lora_step(world: dict[str, Path], model: Path) -> dict[str, Any]:
     with torch.no_grad():
         # Training conditions on what the pipeline samples with: the last hidden state of the
         # 23-layer tower, i.e. OpenCLIP ViT-H's penultimate layer, after the final layer norm.
-        ours = module.encode_prompts([prompt])
+        (ours,) = module.encode_prompts([prompt])
         pipelines = module.pipeline().encode_prompt(prompt, module.device, 1, do_classifier_free_guidance=False)[0]
     return {
         "parameters": {part: count(getattr(module, part)) for part in SD_PARAMETERS},

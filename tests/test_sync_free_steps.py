@@ -353,8 +353,8 @@ def test_prompts_come_from_host_labels_and_are_tokenised_once(tmp_path, tiny_sd_
 
     type(tokenizer).__call__ = counting
     try:
-        first = model.encode_prompts(expected)
-        again = model.encode_prompts(expected[::-1])
+        (first,) = model.encode_prompts(expected)
+        (again,) = model.encode_prompts(expected[::-1])
     finally:
         type(tokenizer).__call__ = original
     assert len(calls) == 2 * 2  # two distinct prompts, each tokenised once padded and once to count its length

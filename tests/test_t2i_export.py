@@ -124,8 +124,22 @@ def test_exported_adapter_file_gets_the_permissions_of_a_plain_open(tmp_path, ti
     attach_lora(unet, rank=2, alpha=2.0, targets=["to_q"], init="gaussian", component="UNet")
     previous = os.umask(0o022)
     try:
-        weights = save_lora_weights(tmp_path / "lora", unet)
+        weights = save_lora_weights(tmp_path / "lora", "sd", unet)
     finally:
         os.umask(previous)
     assert stat.S_IMODE(weights.stat().st_mode) == 0o644  # readable by the team sharing runs/, not 0600
     assert [p.name for p in weights.parent.iterdir()] == [LORA_WEIGHTS_FILE]  # no temporary folder left
+
+
+def test_an_adapter_on_convolutions_and_attention_reloads_whole(tmp_path, tiny_sd_path):
+    """Every adapted layer comes back in a fresh pipeline, convolutions and linear layers alike."""
+    from peft.tuners.lora import LoraLayer
+
+    pipeline = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, use_safetensors=True)
+    attach_lora(pipeline.unet, 4, 4.0, ["to_q", "to_out.0", "conv1"], "gaussian", "UNet")
+    adapted = sorted(name for name, module in pipeline.unet.named_modules() if isinstance(module, LoraLayer))
+    assert any("conv1" in name for name in adapted) and any("to_q" in name for name in adapted)
+    save_lora_weights(tmp_path / "lora", "sd", pipeline.unet)
+    fresh = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None, use_safetensors=True)
+    fresh.load_lora_weights(str(tmp_path / "lora"), weight_name=LORA_WEIGHTS_FILE)
+    assert sorted(name for name, module in fresh.unet.named_modules() if isinstance(module, LoraLayer)) == adapted

@@ -42,6 +42,10 @@ RUNS = [
     (run_args("fit", "t2i", "datasets/aircraft"), [SD21]),
     (run_args("fit", "t2i", "datasets/cub", "t2i/datadream"), [SD21]),
     (run_args("fit", "t2i", "datasets/aircraft", "models/sd15"), [SD15]),
+    (run_args("fit", "t2i", "datasets/aircraft", "t2i/sdxl"), ["stabilityai/stable-diffusion-xl-base-1.0"]),
+    (run_args("predict", "generate", "datasets/aircraft", "generate/sdxl"), ["stabilityai/stable-diffusion-xl-base-1.0"]),
+    (run_args("fit", "t2i", "datasets/aircraft", "t2i/sd35"), ["stabilityai/stable-diffusion-3.5-medium"]),
+    (run_args("predict", "generate", "datasets/aircraft", "generate/sd35"), ["stabilityai/stable-diffusion-3.5-medium"]),
     (run_args("predict", "generate", "datasets/aircraft"), [SD21]),
     (run_args("fit", "classifier", "datasets/aircraft"), ["openai/clip-vit-base-patch16"]),
     (

@@ -58,7 +58,7 @@ def save_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
     """Save a random-weight Stable Diffusion pipeline (64 px images, 8x8 latents) as a diffusers folder.
 
     The UNet has the attention projections the paper's LoRA targets (``to_q``... ``add_k_proj``
-    only exists in SD-XL-style blocks, as in the real SD 2.1 UNet which lacks them too).
+    exists only in attention with added key/value projections, which SD 2.1 lacks too).
     """
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -97,6 +97,144 @@ def save_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
     pipeline = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_stable_diffusion_xl(folder: str | Path, seed: int = 0) -> Path:
+    """Save a random-weight SD-XL pipeline (`StableDiffusionXLPipeline`, 64 px images) as a diffusers folder.
+
+    Its UNet takes SD-XL's extra conditioning (pooled text + six size numbers, ``text_time``);
+    the second text encoder has a projection and a tokenizer that pads with ``!`` as SD-XL's does.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tokenizer_files:
+        tokenizer = tiny_clip_tokenizer(tokenizer_files)
+        tokenizer_2 = CLIPTokenizer(
+            str(Path(tokenizer_files) / "vocab.json"), str(Path(tokenizer_files) / "merges.txt"),
+            model_max_length=77, pad_token="!",
+        )
+    text_encoder = CLIPTextModel(tiny_clip_text_config(len(tokenizer)))
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_text_config(len(tokenizer)))
+    time_embed_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(4, 8),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        cross_attention_dim=64,  # both encoders' hidden states side by side: 32 + 32
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + 32,  # six size numbers + the pooled text
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="leading", num_train_timesteps=1000,
+    )
+    pipeline = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, add_watermarker=False,
+    )
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def tiny_t5_tokenizer():
+    """A character-level T5 tokenizer (`tokenizers` Unigram model, no download) that
+    `AutoTokenizer` loads back from its ``tokenizer.json``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    pieces = [(token, 0.0) for token in specials]
+    pieces += [(symbol, -1.0) for symbol in sorted(set(string.ascii_lowercase + string.digits + string.punctuation))]
+    pieces += [(chr(0x2581), -1.0)]  # SentencePiece's word-boundary mark
+    model = Tokenizer(models.Unigram(pieces, unk_id=2))
+    model.normalizer = normalizers.Lowercase()
+    model.pre_tokenizer = pre_tokenizers.Metaspace()
+    model.decoder = decoders.Metaspace()
+    model.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0, model_max_length=512)
+
+
+def save_tiny_stable_diffusion_3(folder: str | Path, seed: int = 0) -> Path:
+    """Save a random-weight SD3 pipeline (`StableDiffusion3Pipeline`: MMDiT transformer, two CLIP
+    encoders with projections, T5, flow-matching scheduler; 64 px images) as a diffusers folder.
+
+    Shaped like SD 3.5 Medium: RMS-normed queries and keys and a dual-attention block, and a VAE
+    with a shift factor, so every step that real checkpoint takes is exercised.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tokenizer_files:
+        tokenizer = tiny_clip_tokenizer(tokenizer_files)
+        tokenizer_2 = CLIPTokenizer(
+            str(Path(tokenizer_files) / "vocab.json"), str(Path(tokenizer_files) / "merges.txt"),
+            model_max_length=77, pad_token="!",
+        )
+    text_encoder = CLIPTextModelWithProjection(tiny_clip_text_config(len(tokenizer)))
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_text_config(len(tokenizer)))
+    tokenizer_3 = tiny_t5_tokenizer()
+    text_encoder_3 = T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer_3), d_model=64, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    ))
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=64,  # T5's width, which the CLIP states are padded to
+        caption_projection_dim=32, pooled_projection_dim=64,  # both CLIP projections side by side
+        pos_embed_max_size=16, qk_norm="rms_norm", dual_attention_layers=(0,),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=(16, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4, norm_num_groups=8, sample_size=64, shift_factor=0.1, scaling_factor=1.5,
+        use_quant_conv=False, use_post_quant_conv=False,
+    )
+    with torch.no_grad():
+        # A trained VAE's posterior is nearly a point; a random one's is as wide as its mean,
+        # which would put an irreducible floor under the flow-matching loss (its target holds the latents).
+        vae.encoder.conv_out.bias[4:] = -12.0
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
     )
     pipeline.save_pretrained(folder)
     return folder

@@ -38,6 +38,10 @@ def data_provenance(datamodule: StageData) -> dict[str, Any]:
     return provenance
 
 
+def _text_encoder_names(pl_module: LightningModule) -> list[str]:
+    return ["text_encoder"] + (["text_encoder_2"] if getattr(pl_module, "text_encoder_2", None) is not None else [])
+
+
 class LoRAExport(Callback):
     """Writes ``pytorch_lora_weights.safetensors`` and ``manifest.json`` at the end of fit.
 
@@ -96,12 +100,20 @@ class LoRAExport(Callback):
             "class_names": pl_module.class_names,
             "image_size": pl_module.image_size,
             "lora": {
-                "unet": {"rank": hp["unet_rank"], "alpha": hp["unet_alpha"], "targets": pl_module.matched_targets["unet"]},
-                "text_encoder": (
-                    {"rank": hp["text_encoder_rank"], "alpha": hp["text_encoder_alpha"],
-                     "targets": pl_module.matched_targets["text_encoder"]}
-                    if hp["train_text_encoder"] else None
-                ),
+                # "unet", or "transformer" for SD3; its rank and alpha are the unet_* settings.
+                pl_module.parts.denoiser_name: {
+                    "rank": hp["unet_rank"], "alpha": hp["unet_alpha"],
+                    "targets": pl_module.matched_targets[pl_module.parts.denoiser_name],
+                },
+                # One entry per text encoder of the model (SD-XL has a second).
+                **{
+                    name: (
+                        {"rank": hp["text_encoder_rank"], "alpha": hp["text_encoder_alpha"],
+                         "targets": pl_module.matched_targets[name]}
+                        if hp["train_text_encoder"] else None
+                    )
+                    for name in _text_encoder_names(pl_module)
+                },
                 "init": hp["lora_init"],
             },
             "training": {

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import diffusers
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -21,7 +21,7 @@ from bob.data.fingerprints import file_sha256
 from bob.data.generation_plan import GenerationPlan, PlanItem
 from bob.datamodules.surface import GenerationData, stage_data
 from bob.hub import check_model_available
-from bob.modules.diffusion.components import STABLE_DIFFUSION_COMPONENTS, load_stable_diffusion
+from bob.modules.diffusion.components import SD3_MAX_SEQUENCE_LENGTH, load_stable_diffusion, model_components
 from bob.modules.diffusion.lora import LORA_MANIFEST_FILE, LORA_WEIGHTS_FILE
 from bob.modules.precision import DtypeChoice, resolve_dtype
 from bob.withdrawn_models import canonical_model_id
@@ -134,7 +134,12 @@ class SyntheticImageGenerator(LightningModule):
         self.unet: torch.nn.Module | None = None
         self.vae: torch.nn.Module | None = None
         self.text_encoder: torch.nn.Module | None = None
-        self.generation_pipeline: StableDiffusionPipeline | None = None
+        self.text_encoder_2: torch.nn.Module | None = None
+        self.transformer: torch.nn.Module | None = None
+        self.text_encoder_3: torch.nn.Module | None = None
+        #: the tokenizer and token limit prompts are fitted to (None: the tokenizer's own)
+        self.prompt_limit: tuple[Any, int | None] | None = None
+        self.generation_pipeline: DiffusionPipeline | None = None
         self._lora_sha256: str | None = None
         self.path_values = dict(path_values or {})
         #: the adapter's manifest (what it was trained on), when it has one
@@ -190,7 +195,7 @@ class SyntheticImageGenerator(LightningModule):
 
     def check_available(self) -> None:
         """Fail before any output is written when the base model or the adapter cannot be loaded."""
-        check_model_available(self.hparams.base_model, "model_index.json", STABLE_DIFFUSION_COMPONENTS)
+        check_model_available(self.hparams.base_model, "model_index.json", model_components(self.hparams.base_model))
         self.lora_sha256()
 
     def identity(self) -> dict[str, Any]:
@@ -216,7 +221,7 @@ class SyntheticImageGenerator(LightningModule):
             **self.identity(),
             "lora": str(self.lora_weights()) if self.hparams.lora is not None else None,
             "variant": self.hparams.variant,
-            "dtype": str(pipeline.unet.dtype).removeprefix("torch.") if pipeline else None,
+            "dtype": str(self.vae.dtype).removeprefix("torch.") if pipeline else None,
             "scheduler_class": type(pipeline.scheduler).__name__ if pipeline else None,
             # Speed options: the same images within float rounding, so not part of the identity.
             "compile_unet": self.hparams.compile_unet,
@@ -233,7 +238,7 @@ class SyntheticImageGenerator(LightningModule):
         if self.generation_pipeline is None:
             self.load(self.trainer.strategy.root_device)
 
-    def load(self, device: torch.device | str = "cpu") -> StableDiffusionPipeline:
+    def load(self, device: torch.device | str = "cpu") -> DiffusionPipeline:
         """Build the pipeline (base model, scheduler, adapter) in the resolved dtype on ``device``."""
         hp = self.hparams
         device = torch.device(device)
@@ -242,11 +247,14 @@ class SyntheticImageGenerator(LightningModule):
         parts = load_stable_diffusion(hp.base_model, hp.revision, hp.variant)
         scheduler = parts.inference_scheduler
         if hp.scheduler != "default":
+            if parts.is_sd3:
+                raise BobInputError(
+                    f"scheduler {hp.scheduler!r} samples the DDPM models (SD 1.x / 2.x / XL); SD3 is a flow-matching "
+                    "model and samples with its own FlowMatchEulerDiscreteScheduler: set scheduler: default"
+                )
             scheduler = getattr(diffusers, SCHEDULERS[hp.scheduler]).from_config(scheduler.config)
-        pipeline = StableDiffusionPipeline(
-            vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet,
-            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )
+        # The base model's own pipeline class: StableDiffusion(XL|3)Pipeline.
+        pipeline = parts.pipeline(scheduler)
         weights = self.lora_weights()
         if weights is not None:
             self.lora_sha256()
@@ -259,10 +267,12 @@ class SyntheticImageGenerator(LightningModule):
         pipeline.to(device)
         if dtype != torch.float32:
             pipeline.to(dtype=dtype)
-        for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
-            module.requires_grad_(False).eval()
+        denoiser = parts.denoiser
+        for module in (denoiser, pipeline.vae, pipeline.text_encoder, parts.text_encoder_2, parts.text_encoder_3):
+            if module is not None:
+                module.requires_grad_(False).eval()
         if hp.channels_last:
-            pipeline.unet.to(memory_format=torch.channels_last)
+            denoiser.to(memory_format=torch.channels_last)
             pipeline.vae.to(memory_format=torch.channels_last)
         # `pipeline.enable_vae_slicing()` is deprecated; the switch lives on the AutoencoderKL.
         if hp.vae_slicing:
@@ -272,10 +282,14 @@ class SyntheticImageGenerator(LightningModule):
         if hp.compile_unet:
             # In place, as the fine-tuner compiles its UNet: `pipeline.unet` stays the diffusers
             # model (its config and dtype, which the pipeline reads) and compiles at its first call.
-            pipeline.unet.compile()
+            denoiser.compile()
         # Lightning's own progress bar counts batches; the per-step bar would interleave with it.
         pipeline.set_progress_bar_config(disable=True)
-        self.unet, self.vae, self.text_encoder = pipeline.unet, pipeline.vae, pipeline.text_encoder
+        self.unet, self.vae, self.text_encoder = parts.unet, pipeline.vae, pipeline.text_encoder
+        self.transformer, self.text_encoder_2, self.text_encoder_3 = parts.transformer, parts.text_encoder_2, parts.text_encoder_3
+        # SD3: T5 carries the whole prompt (the pipeline's max_sequence_length); its CLIP encoders
+        # see the first 77 tokens, as the pipeline gives them.
+        self.prompt_limit = (parts.tokenizer_3, SD3_MAX_SEQUENCE_LENGTH) if parts.is_sd3 else (parts.tokenizer, None)
         self.generation_pipeline = pipeline
         options = [name for name in ("compile_unet", "channels_last", "vae_slicing") if hp[name]]
         rank_zero_info(
@@ -290,7 +304,7 @@ class SyntheticImageGenerator(LightningModule):
         if self.generation_pipeline is None:
             return
         self.generation_pipeline = None
-        self.unet = self.vae = self.text_encoder = None
+        self.unet = self.vae = self.text_encoder = self.text_encoder_2 = self.transformer = self.text_encoder_3 = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -356,15 +370,15 @@ class SyntheticImageGenerator(LightningModule):
 
     @property
     def tokenizer(self) -> Any:
-        """The text encoder's tokenizer (once the pipeline is loaded)."""
+        """The tokenizer prompts are fitted with: the CLIP text encoder's, SD3's T5 (once the pipeline is loaded)."""
         if self.generation_pipeline is None:
             raise RuntimeError("the pipeline is not loaded; call configure_model() or load() first")
-        return self.generation_pipeline.tokenizer
+        return self.prompt_limit[0]
 
     def generate_items(self, items: list[PlanItem], plan: GenerationPlan) -> tuple[list[PlanItem], np.ndarray]:
         """The items as generated, each prompt fitted to the text encoder's token limit
-        (`GenerationPlan.fit_prompts`), and their images."""
-        fitted = plan.fit_prompts(items, self.tokenizer)
+        (`GenerationPlan.fit_prompts`: CLIP's 77 tokens, or SD3's 256 T5 tokens), and their images."""
+        fitted = plan.fit_prompts(items, *self.prompt_limit)
         return fitted, self.generate([item.prompt for item in fitted], [item.seed for item in fitted])
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:

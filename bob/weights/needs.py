@@ -13,8 +13,13 @@ from bob.weights.weight import Weight, hub_or_local, local_file
 
 #: What `bob.modules.diffusion.components.load_stable_diffusion` reads, no more: the
 #: single-file checkpoints, ``.bin`` copies, other variants and the safety checker that the
-#: repositories also hold are skipped.
-DIFFUSERS_PARTS = ("text_encoder/model", "unet/diffusion_pytorch_model", "vae/diffusion_pytorch_model")
+#: repositories also hold are skipped. Parts a family lacks match nothing in its repository:
+#: ``text_encoder_2`` (SD-XL, SD3), ``transformer`` and ``text_encoder_3`` (SD3's T5).
+DIFFUSERS_PARTS = (
+    "text_encoder/model", "text_encoder_2/model", "text_encoder_3/model", "unet/diffusion_pytorch_model",
+    "transformer/diffusion_pytorch_model", "vae/diffusion_pytorch_model",
+)
+TOKENIZERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 #: Config, tokenizer, processor and chat-template files of a transformers model, and its safetensors.
 TRANSFORMERS_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja", "*.safetensors")
 TRANSFORMERS_BIN = ("pytorch_model*.bin",)
@@ -23,10 +28,20 @@ Finder = Callable[[str, Mapping[str, Any]], list[Weight]]
 
 
 def stable_diffusion_files(variant: str | None) -> tuple[str, ...]:
-    """The files of a diffusers SD 1.x / 2.x repository that bob loads, for weight ``variant``."""
+    """The files of a diffusers SD 1.x / 2.x, SD-XL or SD3 repository that bob loads, for weight
+    ``variant``: each part's config and its safetensors, whole or in shards with their index
+    (SD3.5's T5 is sharded); never another variant's copy."""
     suffix = f".{variant}" if variant else ""
-    parts = [(f"{part.split('/')[0]}/config.json", f"{part}{suffix}.safetensors") for part in DIFFUSERS_PARTS]
-    return ("model_index.json", "scheduler/*", "tokenizer/*", *(name for files in parts for name in files))
+    files = ["model_index.json", "scheduler/*", *(f"{name}/*" for name in TOKENIZERS)]
+    for part in DIFFUSERS_PARTS:
+        files += [
+            f"{part.split('/')[0]}/config.json",
+            f"{part}{suffix}.safetensors",
+            f"{part}-[0-9]*-of-[0-9]*{suffix}.safetensors",
+            f"{part}{suffix}-[0-9]*-of-[0-9]*.safetensors" if variant else f"{part}.safetensors.index.json",
+            f"{part}.safetensors.index{suffix}.json",
+        ]
+    return tuple(dict.fromkeys(files))
 
 
 def stable_diffusion(key: str, args: Mapping[str, Any]) -> list[Weight]:

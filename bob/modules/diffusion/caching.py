@@ -77,17 +77,25 @@ class LatentCache:
 
 
 class TextEmbeddingCache:
-    """Text-encoder outputs per prompt string, valid while the text encoder is frozen."""
+    """Text-encoder outputs per prompt string, valid while the text encoders are frozen.
+
+    ``encode`` returns a tuple of batched tensors (one per output: hidden states, and SD-XL's
+    pooled embedding); the cache keeps each prompt's row of each and stacks them back.
+    """
 
     def __init__(self):
-        self._store: dict[str, torch.Tensor] = {}
+        self._store: dict[str, tuple[torch.Tensor, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._store)
 
-    def embeddings(self, prompts: Sequence[str], encode: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
+    def embeddings(
+        self, prompts: Sequence[str], encode: Callable[[list[str]], tuple[torch.Tensor, ...]]
+    ) -> tuple[torch.Tensor, ...]:
         missing = sorted({p for p in prompts if p not in self._store})
         if missing:
-            for prompt, embedding in zip(missing, encode(missing), strict=True):
-                self._store[prompt] = embedding
-        return torch.stack([self._store[p] for p in prompts])
+            outputs = encode(missing)
+            for row, prompt in enumerate(missing):
+                self._store[prompt] = tuple(output[row] for output in outputs)
+        stored = [self._store[p] for p in prompts]
+        return tuple(torch.stack(column) for column in zip(*stored, strict=True))

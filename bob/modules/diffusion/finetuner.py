@@ -7,8 +7,7 @@ from collections import Counter
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule
@@ -24,10 +23,16 @@ from bob.datamodules.surface import StageData, stage_data
 from bob.modules.checkpoints import check_trained_weights, keep_trained_weights
 from bob.modules.class_specs import factory_argument
 from bob.modules.diffusion.caching import LatentCache, TextEmbeddingCache, is_deterministic
-from bob.modules.diffusion.components import StableDiffusionParts, load_stable_diffusion
+from bob.modules.diffusion.components import (
+    SD3_MAX_SEQUENCE_LENGTH,
+    StableDiffusionParts,
+    load_stable_diffusion,
+)
 from bob.modules.diffusion.latent_crops import LatentCropCache, split_random_crop, trim_to_grid
 from bob.modules.diffusion.lora import LoRAInit, attach_lora, save_lora_weights
 from bob.modules.diffusion.lr_schedule import LRSchedule, build_lr_scheduler, cosine_horizon
+from bob.modules.diffusion.objectives import DenoisingObjective, FlowMatchingObjective, WeightingScheme
+from bob.modules.diffusion.text_conditioning import TextEmbeddings, denoise, encode_tokens
 from bob.modules.precision import DtypeChoice, resolve_dtype
 
 PromptMode = Literal["context", "class"]
@@ -74,7 +79,7 @@ def upgrade_legacy_optimizer(model: Namespace | None) -> None:
 
 
 class LoRAFineTuner(LightningModule):
-    """LoRA fine-tuning of a Stable Diffusion model on few-shot images (docs/method.md, stage 2).
+    """LoRA fine-tuning of a Stable Diffusion (1.x, 2.x, XL or 3.x) model on few-shot images (docs/method.md, stage 2).
 
     Every image is captioned by a prompt template: in ``context`` mode (BOB) the class name plus
     the image's background and pose from the caption bank, in ``class`` mode (DataDream) the
@@ -84,7 +89,10 @@ class LoRAFineTuner(LightningModule):
     is exported by the `LoRAExport` callback.
 
     Args:
-        base_model: hub id or local folder of a diffusers Stable Diffusion 1.x / 2.x pipeline.
+        base_model: hub id or local folder of a diffusers Stable Diffusion 1.x / 2.x, SD-XL or
+            SD3 / 3.5 pipeline, recognised by its parts: SD-XL trains with its second text
+            encoder and size conditioning (docs/finetuning.md, "SD-XL"), SD3 its transformer
+            with flow matching ("SD 3.5").
         revision: hub revision (branch, tag or commit) of ``base_model``.
         variant: weight variant to load, e.g. ``fp16`` (smaller download; trained in the
             precision below either way).
@@ -95,11 +103,12 @@ class LoRAFineTuner(LightningModule):
         prompt_names: class names as written in prompts, in label order; linked from the data.
         class_names: raw class names, recorded in the adapter manifest; linked from the data.
         image_size: training resolution (a multiple of 8), also used for sample grids; linked.
-        unet_rank: LoRA rank on the UNet.
-        unet_alpha: LoRA alpha on the UNet (scale alpha / rank).
-        unet_targets: UNet layer names to adapt; names absent from this model are skipped,
-            none present is an error listing the available names.
-        train_text_encoder: also put LoRA on the text encoder.
+        unet_rank: LoRA rank on the UNet (on SD3's transformer, its denoiser).
+        unet_alpha: LoRA alpha on the UNet / transformer (scale alpha / rank).
+        unet_targets: UNet / transformer layer names to adapt; names absent from this model are
+            skipped, none present is an error listing the available names.
+        train_text_encoder: also put LoRA on the text encoder (on both CLIP encoders of SD-XL
+            and SD3, with the same rank and targets; never on SD3's T5).
         text_encoder_rank: LoRA rank on the text encoder.
         text_encoder_alpha: LoRA alpha on the text encoder.
         text_encoder_targets: text-encoder layer names to adapt.
@@ -137,7 +146,10 @@ class LoRAFineTuner(LightningModule):
             grid"), so it is opt-in. Excludes ``latent_cache_views``.
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30%
             slower).
-        compile_unet: compile the UNet with ``torch.compile`` (in place, so checkpoints and the
+        flow_weighting_scheme: SD3 only: how flow-matching timesteps are drawn and the loss
+            weighted (diffusers' SD3 schemes; ``logit_normal`` is the SD3 paper's and diffusers'
+            default, ``uniform`` draws uniformly with no weighting).
+        compile_unet: compile the UNet (SD3: the transformer) with ``torch.compile`` (in place, so checkpoints and the
             exported adapter are unchanged). Faster steps on a GPU after a compilation of a
             minute or more at the first step (and again at the first sample grid).
     """
@@ -174,6 +186,7 @@ class LoRAFineTuner(LightningModule):
         latent_cache_views: int | None = None,
         latent_crops: bool = False,
         gradient_checkpointing: bool = False,
+        flow_weighting_scheme: WeightingScheme = "logit_normal",
         compile_unet: bool = False,
     ):
         super().__init__()
@@ -205,6 +218,12 @@ class LoRAFineTuner(LightningModule):
         self.unet: torch.nn.Module | None = None
         self.vae: torch.nn.Module | None = None
         self.text_encoder: torch.nn.Module | None = None
+        self.text_encoder_2: torch.nn.Module | None = None
+        self.transformer: torch.nn.Module | None = None
+        self.text_encoder_3: torch.nn.Module | None = None
+        self.objective: DenoisingObjective | FlowMatchingObjective | None = None
+        #: SD3's T5 outputs per prompt: T5 is never trained, so it runs once per distinct prompt.
+        self.t5_cache = TextEmbeddingCache()
         self.parts: StableDiffusionParts | None = None
         self.latent_cache: LatentCache | None = None
         self.latent_crop_cache: LatentCropCache | None = None
@@ -213,8 +232,8 @@ class LoRAFineTuner(LightningModule):
         self._encode_first = False
         self.text_cache = None if train_text_encoder else TextEmbeddingCache()
         self._warned_truncation = False
-        #: prompt -> (token ids, attention mask), padded or cut to the encoder's limit, on the host.
-        self._prompt_tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: (prompt, tokenizer index) -> (token ids, attention mask), padded or cut to the encoder's limit, on the host.
+        self._prompt_tokens: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self._fitted_contexts: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[dict[str, str], list[str]]] = {}
         # Checkpoints hold only the LoRA weights; the frozen base comes from `base_model`.
         self.strict_loading = False
@@ -280,31 +299,50 @@ class LoRAFineTuner(LightningModule):
         return resolve_dtype(self.hparams.frozen_dtype, precision, self.device)
 
     def configure_model(self) -> None:
-        if self.unet is not None:
+        if self.parts is not None:
             return
         hp = self.hparams
         dtype = self._frozen_dtype()
         parts = load_stable_diffusion(hp.base_model, hp.revision, hp.variant, dtype)
-        for module in (parts.unet, parts.vae, parts.text_encoder):
-            module.requires_grad_(False)
-        self.matched_targets["unet"] = attach_lora(
-            parts.unet, hp.unet_rank, hp.unet_alpha, hp.unet_targets, hp.lora_init, "UNet"
+        # The CLIP encoders, which LoRA may train; SD3's T5 stays frozen.
+        text_encoders = {"text_encoder": parts.text_encoder, "text_encoder_2": parts.text_encoder_2}
+        text_encoders = {name: encoder for name, encoder in text_encoders.items() if encoder is not None}
+        denoiser = parts.denoiser
+        for module in (denoiser, parts.vae, *text_encoders.values(), parts.text_encoder_3):
+            if module is not None:
+                module.requires_grad_(False)
+        self.matched_targets[parts.denoiser_name] = attach_lora(
+            denoiser, hp.unet_rank, hp.unet_alpha, hp.unet_targets, hp.lora_init, parts.denoiser_name
         )
         if hp.train_text_encoder:
-            self.matched_targets["text_encoder"] = attach_lora(
-                parts.text_encoder, hp.text_encoder_rank, hp.text_encoder_alpha, hp.text_encoder_targets,
-                hp.lora_init, "text encoder",
-            )
+            for name, encoder in text_encoders.items():
+                self.matched_targets[name] = attach_lora(
+                    encoder, hp.text_encoder_rank, hp.text_encoder_alpha, hp.text_encoder_targets,
+                    hp.lora_init, name.replace("_", " "),
+                )
         if hp.gradient_checkpointing:
-            parts.unet.enable_gradient_checkpointing()
+            denoiser.enable_gradient_checkpointing()
             if hp.train_text_encoder:
-                parts.text_encoder.gradient_checkpointing_enable()
+                for encoder in text_encoders.values():
+                    encoder.gradient_checkpointing_enable()
         if hp.compile_unet:
-            parts.unet.compile()
+            denoiser.compile()
         self.parts = parts
-        self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
+        self.unet, self.transformer, self.vae = parts.unet, parts.transformer, parts.vae
+        self.text_encoder, self.text_encoder_2, self.text_encoder_3 = (
+            parts.text_encoder, parts.text_encoder_2, parts.text_encoder_3
+        )
+        if parts.is_sd3:
+            self.objective = FlowMatchingObjective(parts.noise_scheduler, hp.flow_weighting_scheme)
+        else:
+            self.objective = DenoisingObjective(parts.noise_scheduler)
         trainable = sum(p.numel() for p in self.trainable_parameters())
         rank_zero_info(f"LoRA: {trainable / 1e6:.2f}M trainable parameters; frozen weights in {dtype}")
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The adapted network: the UNet, or SD3's transformer."""
+        return self.parts.denoiser
 
     @property
     def vae_downsampling(self) -> int:
@@ -347,8 +385,9 @@ class LoRAFineTuner(LightningModule):
             return context, []
         key = (label, tuple(sorted(context.items())))
         if key not in self._fitted_contexts:
+            tokenizer, limit = self.prompt_limit
             self._fitted_contexts[key] = fit_context_to_token_limit(
-                self.template, self.prompt_names[label], context, self.parts.tokenizer
+                self.template, self.prompt_names[label], context, tokenizer, limit
             )
         return self._fitted_contexts[key]
 
@@ -362,7 +401,7 @@ class LoRAFineTuner(LightningModule):
             shortened_prompts += bool(attributes)
             shortened_attributes.update(attributes)
         return {
-            "max_tokens": self.parts.tokenizer.model_max_length,
+            "max_tokens": self.prompt_limit[1],
             "num_prompts": len(data.split.train),
             "num_shortened": shortened_prompts,
             "shortened_attributes": dict(sorted(shortened_attributes.items())),
@@ -384,19 +423,41 @@ class LoRAFineTuner(LightningModule):
             self.prompt(label, {a: batch[a][i] for a in self.template.attributes}) for i, label in enumerate(labels)
         ]
 
-    def prompt_tokens(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def tokenizers(self) -> list[Any]:
+        """One tokenizer per text encoder (SD-XL's two CLIP tokenizers pad differently, so each
+        tokenises its own ids; SD3's third is T5's)."""
+        return [t for t in (self.parts.tokenizer, self.parts.tokenizer_2, self.parts.tokenizer_3) if t is not None]
+
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """The CLIP text encoders (SD3's T5 is apart: never trained, its outputs cached)."""
+        return [e for e in (self.text_encoder, self.text_encoder_2) if e is not None]
+
+    @property
+    def prompt_limit(self) -> tuple[Any, int]:
+        """The tokenizer and token count a prompt must fit: the CLIP encoder's 77 tokens, or
+        for SD3 T5's 256 (the pipeline's ``max_sequence_length``), which carries the whole
+        prompt; SD3's CLIP encoders then see its first 77 tokens, as the pipeline gives them."""
+        if self.parts.is_sd3:
+            return self.parts.tokenizer_3, SD3_MAX_SEQUENCE_LENGTH
+        return self.parts.tokenizer, self.parts.tokenizer.model_max_length
+
+    def prompt_tokens(self, prompt: str, tokenizer_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask of ``prompt``, padded or cut to the text encoder's limit, on the host.
 
-        Tokenised once per distinct prompt (training prompts repeat every epoch); the first prompt
-        the encoder has to cut is reported once.
+        Tokenised once per distinct prompt and tokenizer (training prompts repeat every epoch);
+        the first prompt the limiting tokenizer (`prompt_limit`) has to cut is reported once.
         """
-        tokens = self._prompt_tokens.get(prompt)
+        tokens = self._prompt_tokens.get((prompt, tokenizer_index))
         if tokens is None:
-            tokenizer = self.parts.tokenizer
-            limit = tokenizer.model_max_length
+            tokenizer = self.tokenizers[tokenizer_index]
+            limiting, limit = self.prompt_limit
+            if tokenizer is not limiting:
+                limit = tokenizer.model_max_length
             encoded = tokenizer(prompt, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
-            tokens = self._prompt_tokens[prompt] = (encoded.input_ids[0], encoded.attention_mask[0])
-            if not self._warned_truncation:
+            tokens = self._prompt_tokens[prompt, tokenizer_index] = (encoded.input_ids[0], encoded.attention_mask[0])
+            if not self._warned_truncation and tokenizer is limiting:
                 length = len(tokenizer(prompt).input_ids)
                 if length > limit:
                     self._warned_truncation = True
@@ -412,15 +473,27 @@ class LoRAFineTuner(LightningModule):
             tensor = tensor.pin_memory()
         return tensor.to(self.device, non_blocking=True)
 
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        ids, masks = zip(*(self.prompt_tokens(prompt) for prompt in prompts), strict=True)
-        # Same call as StableDiffusionPipeline.encode_prompt, so training and sampling agree.
-        mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
-            mask = self._to_device(torch.stack(masks))
-        return self.text_encoder(self._to_device(torch.stack(ids)), attention_mask=mask)[0]
+    def encode_prompts(self, prompts: list[str]) -> TextEmbeddings:
+        """The text embeddings of ``prompts`` as the model's pipeline computes them (`encode_tokens`),
+        so training and sampling agree."""
+        all_ids, all_masks = [], []
+        for index, encoder in enumerate(self.text_encoders):
+            ids, masks = zip(*(self.prompt_tokens(prompt, index) for prompt in prompts), strict=True)
+            all_ids.append(self._to_device(torch.stack(ids)))
+            # SD 1.x/2.x's pipeline passes the mask only to encoders configured for it; SD-XL's and SD3's never do.
+            use_mask = self.parts.family == "sd" and getattr(encoder.config, "use_attention_mask", False)
+            all_masks.append(self._to_device(torch.stack(masks)) if use_mask else None)
+        t5 = None
+        if self.parts.is_sd3:
+            with torch.no_grad():
+                (t5,) = self.t5_cache.embeddings(prompts, self._encode_t5)
+        return encode_tokens(self.parts.family, self.text_encoders, all_ids, all_masks, t5)
 
-    def text_embeddings(self, prompts: list[str]) -> torch.Tensor:
+    def _encode_t5(self, prompts: list[str]) -> tuple[torch.Tensor]:
+        ids = torch.stack([self.prompt_tokens(prompt, 2)[0] for prompt in prompts])
+        return (self.text_encoder_3(self._to_device(ids))[0],)
+
+    def text_embeddings(self, prompts: list[str]) -> TextEmbeddings:
         if self.text_cache is None:
             return self.encode_prompts(prompts)
         with torch.no_grad():
@@ -463,37 +536,34 @@ class LoRAFineTuner(LightningModule):
         return self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist.parameters
 
     def latents(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scaled VAE latents of the batch's images (uint8, or float in [0, 1]), sampled from the posterior."""
+        """Scaled VAE latents of the batch's images (uint8, or float in [0, 1]), sampled from the posterior.
+
+        ``(sample - shift_factor) * scaling_factor``, as the pipeline undoes it before decoding
+        (SD3's VAE has a shift; SD 1.x / 2.x / XL's have none)."""
         if self.latent_crop_cache is not None:
             posterior = self.latent_crop_cache.posterior(list(batch["sample_id"]), generator)
-            return posterior.sample(generator) * self.vae.config.scaling_factor
-        images = scale_images(batch["image"], self) if "image" in batch else None
-        if self.latent_cache is not None:
-            posterior = self.latent_cache.posterior(list(batch["sample_id"]), images, self._posterior_parameters)
         else:
-            posterior = DiagonalGaussianDistribution(self._posterior_parameters(images))
-        return posterior.sample(generator) * self.vae.config.scaling_factor
+            images = scale_images(batch["image"], self) if "image" in batch else None
+            if self.latent_cache is not None:
+                posterior = self.latent_cache.posterior(list(batch["sample_id"]), images, self._posterior_parameters)
+            else:
+                posterior = DiagonalGaussianDistribution(self._posterior_parameters(images))
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (posterior.sample(generator) - shift) * self.vae.config.scaling_factor
 
     # ----------------------------------------------------------------- training
     def denoising_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """The diffusion loss of a batch: MSE to the noise (or velocity) at uniform timesteps.
+        """The diffusion loss of a batch: MSE to the noise or velocity at uniform DDPM timesteps,
+        or SD3's flow-matching loss (`bob.modules.diffusion.objectives`).
 
         ``generator`` fixes latent sampling, noise and timesteps (for evaluation on fixed noise).
         """
-        scheduler = self.parts.noise_scheduler
         latents = self.latents(batch, generator).float()
-        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        timesteps = torch.randint(
-            0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator, device=latents.device
-        )
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        if scheduler.config.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        step = self.objective(latents, generator)
         text = self.text_embeddings(self.batch_prompts(batch))
-        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text).sample
-        return F.mse_loss(prediction.float(), target.float())
+        height, width = (side * self.vae_downsampling for side in latents.shape[-2:])
+        prediction = denoise(self.parts.family, self.denoiser, step.noisy, step.timesteps, text, height, width)
+        return step.loss(prediction)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.denoising_loss(batch)
@@ -537,23 +607,21 @@ class LoRAFineTuner(LightningModule):
         return {k: v for k, v in self.hparams.items() if k in names}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        keep_trained_weights(checkpoint, self)
+        # Only the LoRA weights: every buffer belongs to the frozen base model.
+        keep_trained_weights(checkpoint, self, buffers=False)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_trained_weights(
-            checkpoint, self, "it was made with another base model or other LoRA ranks/targets"
+            checkpoint, self, "it was made with another base model or other LoRA ranks/targets", buffers=False
         )
 
     def save_lora(self, folder: str) -> None:
-        """Write the diffusers-format adapter (UNet + trained text encoder) into ``folder``."""
-        save_lora_weights(folder, self.unet, self.text_encoder if self.hparams.train_text_encoder else None)
+        """Write the diffusers-format adapter (UNet or transformer + trained text encoders) into ``folder``."""
+        encoders = self.text_encoders if self.hparams.train_text_encoder else []
+        save_lora_weights(folder, self.parts.family, self.denoiser, *encoders)
 
-    def pipeline(self) -> StableDiffusionPipeline:
-        """A sampling pipeline over the in-training modules (shares their weights)."""
-        pipeline = StableDiffusionPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.parts.tokenizer, unet=self.unet,
-            scheduler=self.parts.inference_scheduler, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False,
-        )
+    def pipeline(self) -> DiffusionPipeline:
+        """A sampling pipeline of the base model's class over the in-training modules (shares their weights)."""
+        pipeline = self.parts.pipeline()
         pipeline.set_progress_bar_config(disable=True)
         return pipeline

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from diffusers import StableDiffusionPipeline
-from diffusers.utils import convert_state_dict_to_diffusers
+from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from lightning.pytorch.utilities import rank_zero_info
 from peft import LoraConfig
 from peft.tuners.lora import Embedding as LoRAEmbedding
@@ -48,7 +47,8 @@ def resolve_targets(model: torch.nn.Module, targets: list[str], component: str) 
     """The targets that exist in ``model``; an error listing the available names when none does.
 
     Targets present in some models only (the paper's ``add_k_proj``/``add_v_proj`` exist in
-    SD-XL-style blocks, not in SD 1.5/2.1) are skipped with a log line, so one recipe serves all.
+    attention with added key/value projections, not in SD 1.5/2.1/XL) are skipped with a log
+    line, so one recipe serves all.
     """
     names = [name for name, _ in model.named_modules()]
     matched = [t for t in targets if any(_matches(n, t) for n in names)]
@@ -89,12 +89,17 @@ def attach_lora(
 
 
 def diffusers_lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter weights of ``model`` in diffusers' key format, fp32, on the CPU."""
+    """The adapter weights of ``model`` as diffusers' ``save_lora_weights`` takes them, fp32, on the CPU.
+
+    The keys stay in peft's format (``lora_A`` / ``lora_B``), which ``load_lora_weights`` reads
+    as it is: converted to diffusers' older names, an adapter on both convolutions and linear
+    layers reloads with its convolutions only (diffusers 0.42), so the images would change.
+    """
     # peft's "auto" looks for the base model's config.json (on the hub when a local folder has
     # none at its top) only to learn whether the vocabulary grew, and warns when it cannot tell;
     # bob never resizes a vocabulary, so whole embedding layers are saved exactly when adapted.
     adapts_embeddings = any(isinstance(module, LoRAEmbedding) for module in model.modules())
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model, save_embedding_layers=adapts_embeddings))
+    state = get_peft_model_state_dict(model, save_embedding_layers=adapts_embeddings)
     return {key: value.detach().float().cpu().contiguous() for key, value in state.items()}
 
 
@@ -103,24 +108,35 @@ def adapter_metadata(model: torch.nn.Module) -> dict[str, Any]:
     return model.peft_config["default"].to_dict()
 
 
-def save_lora_weights(
-    folder: str | Path, unet: torch.nn.Module, text_encoder: torch.nn.Module | None = None
-) -> Path:
-    """Write ``pytorch_lora_weights.safetensors`` (UNet + optional text encoder) atomically,
-    readable as any file the run writes (safetensors alone would leave it owner-only)."""
+#: The pipeline class whose ``save_lora_weights`` writes each family's adapter, and its denoiser's key.
+_SAVERS = {
+    "sd": (StableDiffusionPipeline, "unet"),
+    "sdxl": (StableDiffusionXLPipeline, "unet"),
+    "sd3": (StableDiffusion3Pipeline, "transformer"),
+}
+
+
+def save_lora_weights(folder: str | Path, family: str, denoiser: torch.nn.Module, *text_encoders: torch.nn.Module) -> Path:
+    """Write ``pytorch_lora_weights.safetensors`` of a ``family`` model (``sd``, ``sdxl``,
+    ``sd3``): the denoiser's adapter and those of the adapted text encoders, in pipeline order
+    (one for SD 1.x / 2.x, the two CLIP encoders for SD-XL and SD3). Atomic, readable as any
+    file the run writes (safetensors alone would leave it owner-only). The keys are the
+    pipeline's own, so its ``load_lora_weights`` reads them."""
+    saver, denoiser_key = _SAVERS[family]
+    if len(text_encoders) > (1 if family == "sd" else 2):
+        raise ValueError(f"a {family} adapter has at most {1 if family == 'sd' else 2} text encoders, got {len(text_encoders)}")
     folder = Path(folder)
+    layers = {
+        f"{denoiser_key}_lora_layers": diffusers_lora_state(denoiser),
+        f"{denoiser_key}_lora_adapter_metadata": adapter_metadata(denoiser),
+    }
+    for prefix, encoder in zip(("text_encoder", "text_encoder_2"), text_encoders, strict=False):
+        layers[f"{prefix}_lora_layers"] = diffusers_lora_state(encoder)
+        layers[f"{prefix}_lora_adapter_metadata"] = adapter_metadata(encoder)
 
     def write(tmp: Path) -> None:
         with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".lora-") as staging:
-            StableDiffusionPipeline.save_lora_weights(
-                staging,
-                unet_lora_layers=diffusers_lora_state(unet),
-                text_encoder_lora_layers=diffusers_lora_state(text_encoder) if text_encoder is not None else None,
-                unet_lora_adapter_metadata=adapter_metadata(unet),
-                text_encoder_lora_adapter_metadata=adapter_metadata(text_encoder) if text_encoder is not None else None,
-                weight_name=LORA_WEIGHTS_FILE,
-                safe_serialization=True,
-            )
+            saver.save_lora_weights(staging, weight_name=LORA_WEIGHTS_FILE, safe_serialization=True, **layers)
             os.replace(Path(staging) / LORA_WEIGHTS_FILE, tmp)
 
     return atomic_write(folder / LORA_WEIGHTS_FILE, write)

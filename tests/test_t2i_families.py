@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
+from lightning.pytorch import Callback
 from safetensors import safe_open
 
 from bob.cli import main
@@ -172,3 +173,65 @@ def test_sd3_prompts_must_fit_t5s_256_tokens_not_clips_77(tiny_sd3_path, tiny_sd
     generator = SyntheticImageGenerator(str(tiny_sd3_path), scheduler="dpm_solver")
     with pytest.raises(BobInputError, match="flow-matching"):
         generator.load("cpu")
+
+
+def test_crop_corner_rides_through_the_transform():
+    """The reported corner is where the crop really starts in the resized image."""
+    from torchvision.transforms import v2
+
+    from bob.datamodules.real_images import transform_with_crop_corner
+
+    image = torch.randint(0, 256, (3, 60, 100), dtype=torch.uint8)
+    resized = v2.Resize(48)(image)  # 48 x 80
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out, (top, left) = transform_with_crop_corner(v2.Compose([v2.Resize(48), v2.RandomCrop(32)]), image)
+        torch.testing.assert_close(out, resized[:, top : top + 32, left : left + 32])
+    assert transform_with_crop_corner(v2.Compose([v2.Resize(48), v2.CenterCrop(32)]), image)[1] == (8, 24)
+
+
+class RecordTimeIds(torch.nn.Module):
+    """Wraps a UNet's forward to keep the ``time_ids`` of every training call."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.seen = []
+        self.forward_of = unet.forward
+
+        def forward(*args, **kwargs):
+            if torch.is_grad_enabled():
+                self.seen.append(kwargs["added_cond_kwargs"]["time_ids"].detach().cpu())
+            return self.forward_of(*args, **kwargs)
+
+        unet.forward = forward
+
+
+class TimeIdsCallback(Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.recorder = RecordTimeIds(pl_module.unet)
+
+
+@pytest.mark.parametrize("mode", ["batch", "latent_crops"])
+def test_sdxl_conditions_each_image_on_its_size_and_crop(tmp_path, tiny_sdxl_path, mode):
+    """SD-XL's time ids are (original size, crop corner, target size) per image, as diffusers'
+    SD-XL training computes them: from the batch when images are served, from the encoding before
+    training plus each step's window with latent crops."""
+    from tests.test_latent_crops import RESIZE_THEN_CROP  # Resize to 72 x 90, RandomCrop 64
+
+    world = make_world(tmp_path, shots=2)
+    model = {"latent_crops": True} if mode == "latent_crops" else {"latent_cache_views": 0}
+    config = fit_config(tmp_path, world, tiny_sdxl_path, model=model, trainer={"max_steps": 4},
+                        data={"train_transform": RESIZE_THEN_CROP},
+                        callbacks=[{"class_path": "tests.test_t2i_families.TimeIdsCallback"}])
+    cli = main(["fit", "-c", str(config)])
+    recorder = next(c for c in cli.trainer.callbacks if isinstance(c, TimeIdsCallback)).recorder
+    rows = torch.cat(recorder.seen)
+    assert len(rows) == 4 * 2
+    assert (rows[:, :2] == 32).all()  # the fake photos are 32 x 32 files
+    assert (rows[:, 4:] == 64).all()  # the training size
+    tops, lefts = rows[:, 2], rows[:, 3]
+    assert (tops >= 0).all() and (tops <= 72 - 64).all() and (lefts >= 0).all() and (lefts <= 90 - 64).all()
+    assert len(set(map(tuple, rows[:, 2:4].tolist()))) > 1  # random crops, not one fixed corner
+    if mode == "latent_crops":
+        # Windows on the 8 px grid of the resized image trimmed to 72 x 88 (one column off each side).
+        assert ((tops % 8) == 0).all() and ((lefts % 8) == 1).all()

@@ -115,3 +115,18 @@ def test_a_rerun_into_the_same_folder_replaces_its_synthetic_sets(four_arm_run):
     assert not (folder / "left_by_the_earlier_run.txt").exists()
     lines = _manifest_lines(folder)
     assert len(lines) == pipeline.settings.images_per_class * pipeline.settings.num_classes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prior", ["tiny_sdxl_path", "tiny_sd3_path"])
+def test_toy_world_runs_on_an_sdxl_or_sd3_prior(tmp_path, prior, request):
+    """Nothing in the toy world's stages assumes SD 2.1: the same run on an SD-XL or SD3 prior."""
+    path = request.getfixturevalue(prior)
+    pipeline = ToyWorldPipeline(tmp_path / "run", PipelineSettings.tiny(arms=("real", "bob"), prior=str(path)))
+    summary = pipeline.run()
+    lora = json.loads((pipeline.out / "lora" / "bob" / "manifest.json").read_text())
+    assert lora["base_model"] == str(path)
+    assert ("transformer" in lora["lora"]) == (prior == "tiny_sd3_path") and "text_encoder_2" in lora["lora"]
+    synthetic = json.loads((pipeline.out / "synthetic" / "bob" / "manifest.json").read_text())
+    assert synthetic["complete"] and synthetic["num_images"] == 8
+    assert set(summary["classifier"]) == {"real", "bob"}

@@ -23,6 +23,7 @@ from bob.data.records import ImageRecord
 from bob.data.release_indices import carve_test_split
 from bob.data.splits import FewShotSplit, sample_fewshot_split
 from bob.datamodules.real_images import (
+    NEEDS_IMAGE_GEOMETRY,
     NEEDS_TRAIN_IMAGES,
     SCALES_UINT8_IMAGES,
     RecordDataset,
@@ -342,7 +343,7 @@ class FewShotDataModule(LightningDataModule):
         # Plain values only: each dataloader worker gets a pickled copy of the dataset.
         return RecordDataset(
             records, transform, self.extra_fields(records), uint8_images=self.uint8_images, load=self.image_loader(),
-            images=self.train_images if train else True,
+            images=self.train_images if train else True, geometry=train and self.image_geometry,
         )
 
     def image_loader(self) -> Callable[[str], Any] | None:
@@ -360,6 +361,12 @@ class FewShotDataModule(LightningDataModule):
         """Serve training images: False when the trainer's module keeps its own latents of them (`NEEDS_TRAIN_IMAGES`)."""
         module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
         return getattr(module, NEEDS_TRAIN_IMAGES, True) is not False
+
+    @property
+    def image_geometry(self) -> bool:
+        """Serve each training image's size and crop corner: the trainer's module asks for them (`NEEDS_IMAGE_GEOMETRY`)."""
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return getattr(module, NEEDS_IMAGE_GEOMETRY, False) is True
 
     @property
     def pins_memory(self) -> bool:

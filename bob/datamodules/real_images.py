@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset, default_collate
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from bob.data.images import load_uint8
@@ -26,6 +27,28 @@ SCALES_UINT8_IMAGES = "scales_uint8_images"
 #: itself (`LoRAFineTuner` with ``latent_crops``); the few-shot DataModules then neither decode
 #: nor transfer training images.
 NEEDS_TRAIN_IMAGES = "needs_train_images"
+#: A LightningModule with this attribute set to True wants each training image's geometry in its
+#: batches (`LoRAFineTuner` on SD-XL, for its size and crop conditioning): ``original_size``, the
+#: decoded file's (height, width), and ``crop_top_left``, the (top, left) pixel of the resized
+#: image where the transform's crop starts (`transform_with_crop_corner`).
+NEEDS_IMAGE_GEOMETRY = "needs_image_geometry"
+
+
+def transform_with_crop_corner(transform: Callable, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``transform(image)`` and where its crop starts: the (top, left) of the output's first pixel
+    in the resized image, in output pixels.
+
+    The image's top-left corner rides through the transform as a keypoint, which torchvision's
+    v2 transforms move (resize, crop) without clamping it to the canvas, so after a crop it sits
+    at (-left, -top). A transform that is not a v2 transform cannot carry it: (0, 0) is returned,
+    and a random crop in such a transform goes unrecorded.
+    """
+    if not isinstance(transform, v2.Transform):
+        return transform(image), (0, 0)
+    corner = tv_tensors.KeyPoints([[0.0, 0.0]], canvas_size=tuple(image.shape[-2:]))
+    out = transform({"image": tv_tensors.Image(image), "corner": corner})
+    x, y = out["corner"][0].tolist()
+    return out["image"].as_subclass(torch.Tensor), (max(0, round(-y)), max(0, round(-x)))
 
 
 class RecordDataset(Dataset):
@@ -42,6 +65,8 @@ class RecordDataset(Dataset):
             its device, `scale_images`); an image the transform made float is scaled here as
             always.
         images: False serves samples without ``image`` (no file is read).
+        geometry: also serve ``original_size`` (the decoded image's height and width) and
+            ``crop_top_left`` (`transform_with_crop_corner`), as int tensors of 2.
     """
 
     def __init__(
@@ -53,9 +78,11 @@ class RecordDataset(Dataset):
         uint8_images: bool = False,
         load: Callable[[str], torch.Tensor] | None = None,
         images: bool = True,
+        geometry: bool = False,
     ):
         self.records = records
         self.images = images
+        self.geometry = geometry
         self.transform = transform
         self.extra_fields = extra_fields or {}
         self.is_synthetic = is_synthetic
@@ -70,7 +97,13 @@ class RecordDataset(Dataset):
         sample: dict[str, Any] = {}
         if self.images:
             image = (self.load or load_uint8)(record.path)
-            if self.transform is not None:
+            if self.geometry:
+                sample["original_size"] = torch.tensor(image.shape[-2:])
+                corner = (0, 0)
+                if self.transform is not None:
+                    image, corner = transform_with_crop_corner(self.transform, image)
+                sample["crop_top_left"] = torch.tensor(corner)
+            elif self.transform is not None:
                 image = self.transform(image)
             sample["image"] = image if self.uint8_images and image.dtype == torch.uint8 else TO_FLOAT(image)
         sample.update({

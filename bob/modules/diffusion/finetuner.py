@@ -28,7 +28,7 @@ from bob.modules.diffusion.components import (
     StableDiffusionParts,
     load_stable_diffusion,
 )
-from bob.modules.diffusion.latent_crops import LatentCropCache, split_random_crop, trim_to_grid
+from bob.modules.diffusion.latent_crops import LatentCropCache, grid_trim, split_random_crop, trim_to_grid
 from bob.modules.diffusion.lora import LoRAInit, attach_lora, save_lora_weights
 from bob.modules.diffusion.lr_schedule import LRSchedule, build_lr_scheduler, cosine_horizon
 from bob.modules.diffusion.objectives import DenoisingObjective, FlowMatchingObjective, WeightingScheme
@@ -224,6 +224,8 @@ class LoRAFineTuner(LightningModule):
         self.objective: DenoisingObjective | FlowMatchingObjective | None = None
         #: SD3's T5 outputs per prompt: T5 is never trained, so it runs once per distinct prompt.
         self.t5_cache = TextEmbeddingCache()
+        #: SD-XL: sample id -> (original height, width, crop top, left) of an image encoded before training.
+        self._geometry: dict[str, tuple[int, int, int, int]] = {}
         self.parts: StableDiffusionParts | None = None
         self.latent_cache: LatentCache | None = None
         self.latent_crop_cache: LatentCropCache | None = None
@@ -350,6 +352,12 @@ class LoRAFineTuner(LightningModule):
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def needs_image_geometry(self) -> bool:
+        """True on SD-XL: training batches then carry each image's original size and crop corner
+        (`NEEDS_IMAGE_GEOMETRY`), which condition its UNet as diffusers' SD-XL training does."""
+        return self.parts is not None and self.parts.is_xl
+
+    @property
     def needs_train_images(self) -> bool:
         """False when the training images' latents are this module's own (`NEEDS_TRAIN_IMAGES`):
         with ``latent_crops``, and with the exact one-view latent cache of a deterministic transform."""
@@ -357,6 +365,11 @@ class LoRAFineTuner(LightningModule):
 
     def on_fit_start(self) -> None:
         data = stage_data(self.trainer, "LoRAFineTuner")
+        if self.needs_image_geometry and self.latent_cache is not None and self.latent_cache.views > 1:
+            raise BobInputError(
+                f"latent_cache_views={self.latent_cache.views} keeps several augmented views per image but not where "
+                "each was cropped, which SD-XL's crop conditioning needs; use latent_crops: true or latent_cache_views: 0"
+            )
         if self.hparams.latent_crops and self.latent_crop_cache is None:
             self.latent_crop_cache = LatentCropCache(self._latent_crop_size, self.vae_downsampling)
         if self.hparams.latent_crops or self._encode_first:
@@ -514,13 +527,20 @@ class LoRAFineTuner(LightningModule):
         else:
             records = [r for r in data.split.train if not self.latent_cache.is_full(r.sample_id)]
             transform = data.train_transform
-        dataset = RecordDataset(records, transform, uint8_images=True)
+        dataset = RecordDataset(records, transform, uint8_images=True, geometry=self.needs_image_geometry)
         progress = tqdm(
             range(len(dataset)), desc="encoding training images", unit="img", disable=not self.trainer.is_global_zero
         )
         for index in progress:
             sample = dataset[index]
             image = sample["image"]
+            if self.needs_image_geometry:
+                # Where the image's crop starts: the transform's corner, plus the trim to the latent grid.
+                top, left = sample["crop_top_left"].tolist()
+                if crops is not None:
+                    top_trim, left_trim, _, _ = grid_trim(*image.shape[-2:], crops.factor)
+                    top, left = top + top_trim, left + left_trim
+                self._geometry[sample["sample_id"]] = (*sample["original_size"].tolist(), top, left)
             if crops is not None:
                 image = trim_to_grid(image, crops.factor, crops.crop * crops.factor, records[index].path)
             pixels = scale_images(self._to_device(image.unsqueeze(0)), self)
@@ -540,8 +560,15 @@ class LoRAFineTuner(LightningModule):
 
         ``(sample - shift_factor) * scaling_factor``, as the pipeline undoes it before decoding
         (SD3's VAE has a shift; SD 1.x / 2.x / XL's have none)."""
+        return self.latents_and_corners(batch, generator)[0]
+
+    def latents_and_corners(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, list[tuple[int, int]] | None]:
+        """`latents`, and with ``latent_crops`` each window's (top, left) pixel in its trimmed image."""
+        corners = None
         if self.latent_crop_cache is not None:
-            posterior = self.latent_crop_cache.posterior(list(batch["sample_id"]), generator)
+            posterior, corners = self.latent_crop_cache.windows(list(batch["sample_id"]), generator)
         else:
             images = scale_images(batch["image"], self) if "image" in batch else None
             if self.latent_cache is not None:
@@ -549,7 +576,33 @@ class LoRAFineTuner(LightningModule):
             else:
                 posterior = DiagonalGaussianDistribution(self._posterior_parameters(images))
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return (posterior.sample(generator) - shift) * self.vae.config.scaling_factor
+        return (posterior.sample(generator) - shift) * self.vae.config.scaling_factor, corners
+
+    def size_conditioning(
+        self, batch: dict[str, Any], corners: list[tuple[int, int]] | None, height: int, width: int
+    ) -> torch.Tensor | None:
+        """SD-XL's ``time_ids`` of the batch (original size, crop corner, target size), as diffusers'
+        SD-XL training scripts compute them; None for other families.
+
+        The geometry comes from the encoding before training (cached latents; with latent crops
+        plus each step's window corner) or from the batch (`NEEDS_IMAGE_GEOMETRY`); a batch with
+        neither is conditioned as whole images at the training size (`size_conditioning`)."""
+        if not self.needs_image_geometry:
+            return None
+        ids = list(batch["sample_id"])
+        if all(sample_id in self._geometry for sample_id in ids):
+            rows = []
+            for i, sample_id in enumerate(ids):
+                original_h, original_w, top, left = self._geometry[sample_id]
+                if corners is not None:
+                    top, left = top + corners[i][0], left + corners[i][1]
+                rows.append((original_h, original_w, top, left, height, width))
+            return self._to_device(torch.tensor(rows, dtype=torch.float32))
+        if "original_size" not in batch:  # e.g. an evaluation batch: whole, uncropped images
+            return None
+        # Served with the batch (already on the device): no host value is read.
+        target = torch.tensor([height, width], dtype=torch.float32, device=self.device).expand(len(ids), 2)
+        return torch.cat([batch["original_size"].float(), batch["crop_top_left"].float(), target], dim=1)
 
     # ----------------------------------------------------------------- training
     def denoising_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -558,11 +611,13 @@ class LoRAFineTuner(LightningModule):
 
         ``generator`` fixes latent sampling, noise and timesteps (for evaluation on fixed noise).
         """
-        latents = self.latents(batch, generator).float()
+        latents, corners = self.latents_and_corners(batch, generator)
+        latents = latents.float()
         step = self.objective(latents, generator)
         text = self.text_embeddings(self.batch_prompts(batch))
         height, width = (side * self.vae_downsampling for side in latents.shape[-2:])
-        prediction = denoise(self.parts.family, self.denoiser, step.noisy, step.timesteps, text, height, width)
+        time_ids = self.size_conditioning(batch, corners, height, width)
+        prediction = denoise(self.parts.family, self.denoiser, step.noisy, step.timesteps, text, height, width, time_ids)
         return step.loss(prediction)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -44,16 +44,22 @@ def split_random_crop(transform: Callable | None) -> tuple[Callable | None, int]
     return (v2.Compose(prefix) if prefix else None), height
 
 
+def grid_trim(height: int, width: int, factor: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the centred region of a ``height x width`` image whose sides
+    are multiples of ``factor``, so every latent has a whole pixel block."""
+    return (height % factor) // 2, (width % factor) // 2, height - height % factor, width - width % factor
+
+
 def trim_to_grid(image: torch.Tensor, factor: int, crop_size: int, name: str) -> torch.Tensor:
-    """``image`` (C, H, W) centre-cropped to multiples of ``factor``, so every latent has a whole pixel block.
+    """``image`` (C, H, W) centre-cropped to multiples of ``factor`` (`grid_trim`).
 
     Raises `BobInputError` when the image is smaller than the crop (RandomCrop would fail too).
     """
     height, width = image.shape[-2:]
     if height < crop_size or width < crop_size:
         raise BobInputError(f"{name}: {width}x{height} after resizing is smaller than the {crop_size} px random crop")
-    top, left = (height % factor) // 2, (width % factor) // 2
-    return image[..., top : top + height - height % factor, left : left + width - width % factor]
+    top, left, height, width = grid_trim(height, width, factor)
+    return image[..., top : top + height, left : left + width]
 
 
 class LatentCropCache:
@@ -83,7 +89,13 @@ class LatentCropCache:
         self._store[sample_id] = parameters
 
     def posterior(self, sample_ids: Sequence[str], generator: torch.Generator | None = None) -> DiagonalGaussianDistribution:
-        """A random ``crop x crop`` window of each sample's posterior; offsets uniform, as RandomCrop's.
+        """A random ``crop x crop`` window of each sample's posterior; offsets uniform, as RandomCrop's."""
+        return self.windows(sample_ids, generator)[0]
+
+    def windows(
+        self, sample_ids: Sequence[str], generator: torch.Generator | None = None
+    ) -> tuple[DiagonalGaussianDistribution, list[tuple[int, int]]]:
+        """`posterior`, and each window's (top, left) in pixels of the trimmed image (for SD-XL's crop conditioning).
 
         The offsets are drawn on the host (``generator`` if it is a CPU generator, else torch's
         default CPU generator), so nothing waits for the device.
@@ -93,11 +105,12 @@ class LatentCropCache:
         missing = [s for s in sample_ids if s not in self._store]
         if missing:
             raise KeyError(f"no cached latents for {missing[:3]}; encode the training images first")
-        windows = []
+        windows, corners = [], []
         for sample_id in sample_ids:
             parameters = self._store[sample_id]
             rows, columns = parameters.shape[-2] - self.crop + 1, parameters.shape[-1] - self.crop + 1
             top = int(torch.randint(rows, (), generator=generator))
             left = int(torch.randint(columns, (), generator=generator))
             windows.append(parameters[..., top : top + self.crop, left : left + self.crop])
-        return DiagonalGaussianDistribution(torch.stack(windows))
+            corners.append((top * self.factor, left * self.factor))
+        return DiagonalGaussianDistribution(torch.stack(windows)), corners

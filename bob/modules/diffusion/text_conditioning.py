@@ -46,34 +46,35 @@ def encode_tokens(
 
 
 def size_conditioning(height: int, width: int, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """SD-XL's ``time_ids``: original size, crop corner and target size.
-
-    Training images are served at the training size and conditioned as whole, uncropped
-    ``height x width`` images, the numbers the pipeline uses when it generates at that size
-    (its defaults), so the adapter learns under the conditioning it is sampled with.
-    """
+    """SD-XL's ``time_ids`` for whole, uncropped ``height x width`` images: original size, crop
+    corner (0, 0) and target size, what the pipeline uses when it generates at that size (its
+    defaults). Training passes each image's own numbers where it knows them."""
     return torch.tensor([height, width, 0, 0, height, width], device=device, dtype=dtype).repeat(batch_size, 1)
 
 
-def denoiser_conditioning(family: str, embeddings: TextEmbeddings, height: int, width: int) -> dict:
-    """The keyword arguments that condition the UNet's or transformer's forward on these embeddings."""
+def denoiser_conditioning(
+    family: str, embeddings: TextEmbeddings, height: int, width: int, time_ids: torch.Tensor | None = None
+) -> dict:
+    """The keyword arguments that condition the UNet's or transformer's forward on these embeddings
+    (SD-XL: and on ``time_ids``, by default `size_conditioning`)."""
     hidden = embeddings[0]
     if family == "sd":
         return {"encoder_hidden_states": hidden}
     pooled = embeddings[1]
     if family == "sd3":
         return {"encoder_hidden_states": hidden, "pooled_projections": pooled}
-    time_ids = size_conditioning(height, width, hidden.shape[0], hidden.device, pooled.dtype)
+    if time_ids is None:
+        time_ids = size_conditioning(height, width, hidden.shape[0], hidden.device, pooled.dtype)
     return {"encoder_hidden_states": hidden, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
 
 
 def denoise(
     family: str, denoiser: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor,
-    embeddings: TextEmbeddings, height: int, width: int,
+    embeddings: TextEmbeddings, height: int, width: int, time_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The denoiser's prediction for ``noisy`` at ``timesteps``: a UNet's (``sample`` first) or
     SD3's transformer's (``hidden_states`` first), conditioned on the prompt embeddings."""
-    conditioning = denoiser_conditioning(family, embeddings, height, width)
+    conditioning = denoiser_conditioning(family, embeddings, height, width, time_ids)
     if family == "sd3":
         return denoiser(hidden_states=noisy, timestep=timesteps, **conditioning).sample
     return denoiser(noisy, timesteps, **conditioning).sample

@@ -1,9 +1,11 @@
 """SD-XL and SD 3.5 through the same stages as SD 2.1: LoRA fine-tuning, export, resume, generation, DDP."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -235,3 +237,37 @@ def test_sdxl_conditions_each_image_on_its_size_and_crop(tmp_path, tiny_sdxl_pat
     if mode == "latent_crops":
         # Windows on the 8 px grid of the resized image trimmed to 72 x 88 (one column off each side).
         assert ((tops % 8) == 0).all() and ((lefts % 8) == 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlay, fixture", [("sdxl", "tiny_sdxl_path"), ("sd35", "tiny_sd3_path")])
+def test_shipped_overlays_fine_tune_and_generate(tmp_path, monkeypatch, overlay, fixture, request):
+    """`fit -c t2i.yaml -c datasets/aircraft.yaml -c t2i/datadream.yaml -c t2i/<model>.yaml`, then the
+    matching generation command, on the tiny model with size overrides only."""
+    import yaml
+
+    from bob.data import FGVCAircraft
+    from tests.fake_data import make_fgvc_aircraft
+    from tests.test_paper_path import CONFIGS, SMALL
+
+    monkeypatch.chdir(tmp_path)  # the configs' run folders are relative: runs/...
+    model = request.getfixturevalue(fixture)
+    root = make_fgvc_aircraft(tmp_path / "data" / "aircraft", train_per_class=6)
+    # A seeded split instead of the paper's Diff-II folders (test_paper_path runs those).
+    common = [f"--data.init_args.dataset.init_args.root={root}", "--data.init_args.split_source=null",
+              f"--model.init_args.base_model={model}"]
+
+    def run(subcommand: str, stage: str) -> Any:
+        small = tmp_path / f"small_{stage}.yaml"
+        small.write_text(yaml.safe_dump(SMALL[stage]))
+        files = [f"{stage}.yaml", "datasets/aircraft.yaml", f"{stage}/datadream.yaml", f"{stage}/{overlay}.yaml"]
+        return main([subcommand, *(a for f in files for a in ("-c", str(CONFIGS / f))), "-c", str(small), *common])
+
+    cli = run("fit", "t2i")
+    assert cli.model.parts.family == ("sd3" if overlay == "sd35" else "sdxl") and cli.model.hparams.gradient_checkpointing
+    lora = Path(f"runs/aircraft/lora/datadream-{overlay}_5shot_seed0")
+    assert json.loads((lora / "manifest.json").read_text())["prompt_mode"] == "class"
+    run("predict", "generate")
+    synthetic = Path(f"runs/aircraft/synthetic/datadream-{overlay}_5shot_seed0")
+    summary = json.loads((synthetic / "manifest.json").read_text())
+    assert summary["complete"] and summary["num_images"] == 3 * len(FGVCAircraft(str(root)).class_names)

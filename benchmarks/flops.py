@@ -3,16 +3,23 @@ training image, one captioned image), counted on the meta device (no weights, no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.architectures import CLIP_VIT_B16, QWEN_CHAT_TEMPLATE, QWEN_SPECIALS, Architectures
+from benchmarks.architectures import (
+    CLIP_VIT_B16,
+    QWEN_CHAT_TEMPLATE,
+    QWEN_SPECIALS,
+    SD21_SCHEDULER,
+    Architectures,
+)
 
-UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+#: CLIP text encoders run on this many positions (their limit; prompts are padded to it).
 TOKENS = 77
 
 #: Dense bf16 tensor-core peaks from the vendors' data sheets, in TFLOP/s, by a name fragment.
@@ -34,115 +41,186 @@ def bf16_peak_tflops(device_name: str) -> float | None:
     return BF16_PEAK_TFLOPS[max(matches, key=len)] if matches else None
 
 
+def counted_result(function: Any) -> tuple[Any, float]:
+    """What one call of ``function`` returns, and its FLOPs (forward, and backward if it calls it)."""
+    with FlopCounterMode(display=False) as counter:
+        result = function()
+    return result, float(counter.get_total_flops())
+
+
 def counted(function: Any) -> float:
     """FLOPs of one call of ``function`` (forward, and backward if it calls it)."""
-    with FlopCounterMode(display=False) as counter:
-        function()
-    return float(counter.get_total_flops())
+    return counted_result(function)[1]
 
 
-def _models(size: Architectures, lora_rank: int | None, text_lora: bool = True) -> tuple[Any, Any, Any]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from peft import LoraConfig
-    from transformers import CLIPTextConfig, CLIPTextModel
+@dataclass
+class DiffusionModels:
+    """One Stable Diffusion model's parts built on the meta device (`Architectures` configs), LoRA attached as bob attaches it."""
 
-    vocab = size.text_vocab_size
+    family: str
+    denoiser: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoders: list[torch.nn.Module]
+    t5: torch.nn.Module | None
+
+    def text_ids(self, rows: int) -> list[torch.Tensor]:
+        with torch.device("meta"):
+            return [torch.zeros(rows, TOKENS, dtype=torch.long) for _ in self.text_encoders]
+
+    def t5_hidden(self, rows: int) -> torch.Tensor | None:
+        """SD3: T5's output for ``rows`` prompts of the pipeline's 256 tokens; None for the other models."""
+        if self.t5 is None:
+            return None
+        from bob.modules.diffusion.components import SD3_MAX_SEQUENCE_LENGTH
+
+        with torch.device("meta"):
+            ids = torch.zeros(rows, SD3_MAX_SEQUENCE_LENGTH, dtype=torch.long)
+        return self.t5(ids)[0]
+
+    def encode(self, rows: int, t5_hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """The prompt embeddings of ``rows`` prompts, as bob's training and the pipeline compute them
+        (`bob.modules.diffusion.text_conditioning.encode_tokens`); SD3 takes T5's output as given."""
+        from bob.modules.diffusion.text_conditioning import encode_tokens
+
+        ids = self.text_ids(rows)
+        return encode_tokens(self.family, self.text_encoders, ids, [None] * len(ids), t5_hidden)
+
+    def denoise(self, latents: torch.Tensor, embeddings: tuple[torch.Tensor, ...], side: int) -> torch.Tensor:
+        """The denoiser on ``latents`` (a ``side`` px image's) at one timestep, conditioned as bob conditions it."""
+        from bob.modules.diffusion.text_conditioning import denoise
+
+        with torch.device("meta"):
+            timesteps = torch.zeros(latents.shape[0], dtype=torch.float32 if self.family == "sd3" else torch.long)
+        return denoise(self.family, self.denoiser, latents, timesteps, embeddings, side, side)
+
+
+def _models(
+    size: Architectures, lora_rank: int | None, text_lora: bool = True, targets: Sequence[str] | None = None,
+    text_targets: Sequence[str] | None = None,
+) -> DiffusionModels:
+    """``size``'s Stable Diffusion model on the meta device. ``lora_rank``: an adapter on the denoiser's
+    ``targets`` and, with ``text_lora``, on the CLIP encoders' ``text_targets`` (default: `LoRAFineTuner`'s),
+    attached by bob's `attach_lora` (targets a model lacks are skipped, as in training)."""
+    from bob.modules.diffusion.finetuner import PAPER_TEXT_ENCODER_TARGETS, PAPER_UNET_TARGETS
+    from bob.modules.diffusion.lora import attach_lora
+
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**size.unet)
-        vae = AutoencoderKL(**size.vae)
-        text = CLIPTextModel(
-            CLIPTextConfig(vocab_size=vocab, bos_token_id=vocab - 2, eos_token_id=vocab - 1, **size.text_encoder)
+        models = DiffusionModels(
+            size.family, size.build_denoiser(), size.build_vae(), size.build_text_encoders(), size.build_t5()
         )
-    for module in (unet, vae, text):
-        module.requires_grad_(False)
+    for module in (models.denoiser, models.vae, *models.text_encoders, models.t5):
+        if module is not None:
+            module.requires_grad_(False)
     if lora_rank:
-        unet.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_rank, target_modules=UNET_TARGETS))
+        attach_lora(models.denoiser, lora_rank, lora_rank, list(targets or PAPER_UNET_TARGETS), "gaussian", "denoiser")
         if text_lora:
-            text.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_rank, target_modules=TEXT_TARGETS))
-    return unet, vae, text
+            for encoder in models.text_encoders:
+                attach_lora(encoder, lora_rank, lora_rank, list(text_targets or PAPER_TEXT_ENCODER_TARGETS), "gaussian",
+                            "text encoder")
+    return models
 
 
-def _latent_side(size: Architectures) -> int:
-    return size.image_size // 2 ** (len(size.vae["block_out_channels"]) - 1)
+def _latents(size: Architectures, rows: int, side: int) -> torch.Tensor:
+    latent = side // size.vae_downsampling
+    with torch.device("meta"):
+        return torch.empty(rows, size.denoiser["in_channels"], latent, latent)
 
 
 def lora_sample_parts(
-    size: Architectures, batch: int = 1, rank: int = 16, train_text_encoder: bool = True
+    size: Architectures, batch: int = 1, rank: int = 16, train_text_encoder: bool = True,
+    targets: Sequence[str] | None = None, text_targets: Sequence[str] | None = None, image_size: int | None = None,
 ) -> dict[str, float]:
-    """FLOPs of one LoRA training sample by part: ``vae_encoder`` (forward), ``text_encoder`` (forward
-    and backward with its LoRA when ``train_text_encoder``, as the paper; forward only when frozen)
-    and ``unet`` (forward and backward with its LoRA). Parts add up exactly: the UNet's backward into
-    the prompt embeddings is counted with the UNet when the text encoder trains."""
-    unet, vae, text = _models(size, rank, text_lora=train_text_encoder)
-    side, latent = size.image_size, _latent_side(size)
+    """FLOPs of one LoRA training sample at ``image_size`` px (default the model's own) by part:
+    ``vae_encoder`` (forward), ``text_encoder`` (the CLIP encoders, both of SD-XL's and SD3's: forward
+    and backward with their LoRA when ``train_text_encoder``, as the paper; forward only when frozen),
+    ``t5_encoder`` (SD3's T5, forward; never trained, so bob runs it once per distinct prompt; 0 for the
+    other models) and ``denoiser`` (the UNet or SD3's transformer, forward and backward with its LoRA on
+    ``targets``). Parts add up exactly: the denoiser's backward into the prompt embeddings is counted
+    with the denoiser when the text encoders train. ``denoiser_forward`` (not a part): the denoiser's
+    forward alone, which gradient checkpointing runs again during the backward."""
+    models = _models(size, rank, train_text_encoder, targets, text_targets)
+    side = image_size or size.image_size
+    noisy = _latents(size, batch, side)
     with torch.device("meta"):
         pixels = torch.empty(batch, 3, side, side)
-        ids = torch.zeros(batch, TOKENS, dtype=torch.long)
-        noisy = torch.empty(batch, 4, latent, latent)
-        timesteps = torch.zeros(batch, dtype=torch.long)
-        embeddings = torch.empty(batch, TOKENS, size.unet["cross_attention_dim"], requires_grad=train_text_encoder)
 
-    def train_unet(prompt_embeddings: torch.Tensor) -> None:
-        prediction = unet(noisy, timesteps, prompt_embeddings).sample
+    def train(embeddings: tuple[torch.Tensor, ...]) -> None:
+        prediction = models.denoise(noisy, embeddings, side)
         F.mse_loss(prediction, torch.empty_like(prediction)).backward()
 
-    vae_encoder = counted(lambda: vae.encode(pixels).latent_dist.sample())
-    unet_part = counted(lambda: train_unet(embeddings))
+    vae_encoder = counted(lambda: models.vae.encode(pixels).latent_dist.sample())
+    with torch.no_grad():
+        t5_hidden, t5_part = counted_result(lambda: models.t5_hidden(batch))
+        frozen = models.encode(batch, t5_hidden)
+        forward = counted(lambda: models.denoise(noisy, frozen, side))
+    embeddings = tuple(e.detach().requires_grad_(train_text_encoder) for e in frozen)
+    denoiser = counted(lambda: train(embeddings))
     if train_text_encoder:
-        text_part = counted(lambda: train_unet(text(ids)[0])) - unet_part
+        text = counted(lambda: train(models.encode(batch, t5_hidden))) - denoiser
     else:
         with torch.no_grad():
-            text_part = counted(lambda: text(ids)[0])
-    return {"vae_encoder": vae_encoder / batch, "text_encoder": text_part / batch, "unet": unet_part / batch}
+            text = counted(lambda: models.encode(batch, t5_hidden))
+    parts = {"vae_encoder": vae_encoder, "text_encoder": text, "t5_encoder": t5_part, "denoiser": denoiser,
+             "denoiser_forward": forward}
+    return {name: value / batch for name, value in parts.items()}
 
 
-def lora_step_flops(size: Architectures, batch: int, rank: int = 16) -> dict[str, float]:
-    """FLOPs per training sample: ``full`` (VAE encode + text encoder and UNet forward/backward) and
-    ``cached`` (without the VAE, as with bob's latent cache)."""
-    parts = lora_sample_parts(size, batch, rank)
-    cached = parts["text_encoder"] + parts["unet"]
+def lora_step_flops(
+    size: Architectures, batch: int, rank: int = 16, targets: Sequence[str] | None = None, image_size: int | None = None,
+) -> dict[str, float]:
+    """FLOPs per training sample: ``full`` (VAE encode + text encoders and denoiser forward/backward) and
+    ``cached`` (without the VAE, as with bob's latent cache). SD3's T5 is in neither: bob runs it once
+    per distinct prompt, in the first epoch, which the timings leave out."""
+    parts = lora_sample_parts(size, batch, rank, targets=targets, image_size=image_size)
+    cached = parts["text_encoder"] + parts["denoiser"]
     return {"full": cached + parts["vae_encoder"], "cached": cached}
 
 
-def sampler_unet_calls(steps: int) -> int:
-    """UNet evaluations per image of SD 2.1-base's own sampler (PNDM with PLMS steps only, its
-    scheduler config), which evaluates one timestep twice: 51 for 50 steps."""
-    from diffusers import PNDMScheduler
+def sampler_unet_calls(steps: int, scheduler: dict[str, Any] | None = None) -> int:
+    """Denoiser evaluations per image of a model's own sampler (``scheduler``: its config, default
+    SD 2.1-base's PNDM with PLMS steps only, which evaluates one timestep twice: 51 for 50 steps; SD-XL's
+    Euler and SD3's flow-matching Euler evaluate once per step)."""
+    import diffusers
 
-    scheduler = PNDMScheduler(num_train_timesteps=1000, steps_offset=1, skip_prk_steps=True)
-    scheduler.set_timesteps(steps)
-    return len(scheduler.timesteps)
+    config = scheduler or SD21_SCHEDULER
+    sampler = getattr(diffusers, config["_class_name"]).from_config(config)
+    sampler.set_timesteps(steps)
+    return len(sampler.timesteps)
 
 
 def generation_parts(
-    size: Architectures, steps: int, guidance: float, lora_rank: int | None = None, unet_calls: int | None = None
+    size: Architectures, steps: int, guidance: float, lora_rank: int | None = None, unet_calls: int | None = None,
+    image_size: int | None = None, targets: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """FLOPs per generated image by part: ``text_encoder`` (the prompt, and the empty prompt with
-    guidance), ``unet`` (``unet_calls`` passes, default `sampler_unet_calls`; two rows each with
-    guidance), ``vae_decoder``. ``lora_rank``: an adapter left unfused on the UNet and text encoder
-    (as `load_lora_weights` leaves it); None: none, or folded into the weights (bob)."""
-    unet, vae, text = _models(size, lora_rank)
+    """FLOPs per generated image at ``image_size`` px (default the model's own) by part: ``text_encoder``
+    (the CLIP encoders on the prompt, and on the empty prompt with guidance; SD-XL's pipeline gives the
+    unconditional row zeros instead, its ``force_zeros_for_empty_prompt``), SD3's ``t5_encoder`` (likewise),
+    ``denoiser`` (``unet_calls`` passes, default `sampler_unet_calls` of the model's sampler; two rows each
+    with guidance), ``vae_decoder``. ``lora_rank``: an adapter left unfused on the denoiser (on ``targets``)
+    and the CLIP encoders (as `load_lora_weights` leaves it); None: none, or folded into the weights (bob)."""
+    models = _models(size, lora_rank, targets=targets)
     rows = 2 if guidance > 1 else 1
-    latent = _latent_side(size)
-    calls = sampler_unet_calls(steps) if unet_calls is None else unet_calls
-    with torch.device("meta"):
-        ids = torch.zeros(rows, TOKENS, dtype=torch.long)
-        latents = torch.empty(rows, 4, latent, latent)
-        timesteps = torch.zeros(rows, dtype=torch.long)
-        embeddings = torch.empty(rows, TOKENS, size.unet["cross_attention_dim"])
+    text_rows = 1 if size.family == "sdxl" else rows
+    side = image_size or size.image_size
+    latents = _latents(size, rows, side)
+    calls = sampler_unet_calls(steps, size.scheduler) if unet_calls is None else unet_calls
     with torch.no_grad():
-        return {
-            "text_encoder": counted(lambda: text(ids)[0]),
-            "unet": calls * counted(lambda: unet(latents, timesteps, embeddings)),
-            "vae_decoder": counted(lambda: vae.decode(latents[:1])),
-        }
+        t5_hidden, t5_part = counted_result(lambda: models.t5_hidden(text_rows))
+        parts = {"text_encoder": counted(lambda: models.encode(text_rows, t5_hidden))}
+        if models.t5 is not None:
+            parts["t5_encoder"] = t5_part
+        embeddings = models.encode(rows, models.t5_hidden(rows))
+        parts["denoiser"] = calls * counted(lambda: models.denoise(latents, embeddings, side))
+        parts["vae_decoder"] = counted(lambda: models.vae.decode(latents[:1]))
+    return parts
 
 
 def generation_flops(
-    size: Architectures, steps: int, guidance: float, lora_rank: int | None = None, unet_calls: int | None = None
+    size: Architectures, steps: int, guidance: float, lora_rank: int | None = None, unet_calls: int | None = None,
+    image_size: int | None = None,
 ) -> float:
-    """FLOPs per generated image: prompt encoding, the sampler's UNet passes (two rows with guidance), VAE decode."""
-    return sum(generation_parts(size, steps, guidance, lora_rank, unet_calls).values())
+    """FLOPs per generated image: prompt encoding, the sampler's denoiser passes (two rows with guidance), VAE decode."""
+    return sum(generation_parts(size, steps, guidance, lora_rank, unet_calls, image_size).values())
 
 
 def clip_backbone(num_classes: int, prompt_tokens: int, init_args: dict[str, Any] | None = None) -> Any:

@@ -4,6 +4,7 @@
     python benchmarks/gpu_check.py --compile        # also bob's LoRA step under torch.compile (+1-2 minutes)
     python benchmarks/gpu_check.py --no-generation-options   # without the generation options (about 6 minutes)
     python benchmarks/gpu_check.py --size tiny --device cpu --repeats 1 --steps 2 --generation-steps 2
+    python benchmarks/gpu_check.py --model sdxl     # SD-XL base 1.0 at 1024 px (sd35: SD 3.5 Medium) instead
 
 Builds random-weight SD 2.1-base components from configs at 512 px and times, alternating:
 LoRA fine-tuning in the release's recipe (plain loop, fp32, VAE and text encoder every step)
@@ -13,6 +14,11 @@ pipeline loop against the same pipeline batched and bob's batched stage, and on 
 its speed options (compile_unet, channels_last, both, and VAE slicing off). Model FLOPs are counted on the meta device and
 divided by the device's dense bf16 rate (data sheet, or --peak-tflops) and by the rate a large
 bf16 matmul reaches here. Writes gpu_check.json and gpu_check.md into --output.
+
+--model sdxl / sd35 times SD-XL base 1.0 or SD 3.5 Medium (random weights, 1024 px, bf16 on disk) with
+their t2i overlays' LoRA settings; the plain LoRA loop is SD 2.1's, so there bob at the release's
+settings (fp32, no caches) is the LoRA reference, while generation's reference is the model's own
+diffusers pipeline, one image per call. The FLOPs and MFU are that model's.
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from benchmarks import flops, memory, report, stage_generation, stage_lora  # noqa: E402
-from benchmarks.architectures import SIZES  # noqa: E402
+from benchmarks.architectures import MODELS, SIZES, architectures  # noqa: E402
 from benchmarks.common import Settings, quiet_logs  # noqa: E402
+from benchmarks.recipes import lora_targets  # noqa: E402
 from benchmarks.timing import Run, VariantResult, alternate, paired_ratio  # noqa: E402
 from benchmarks.world import build_world  # noqa: E402
 
@@ -50,6 +57,8 @@ CACHED = {"bob_default", "bob_compiled", "bob_latent_crops"}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="paper")
+    parser.add_argument("--model", choices=MODELS, default="sd21",
+                        help="Stable Diffusion model: SD 2.1-base (the paper), SD-XL base 1.0 or SD 3.5 Medium")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="alternating repetitions per variant")
     parser.add_argument("--steps", type=int, default=10, help="timed LoRA steps per repetition (after one epoch)")
@@ -111,7 +120,8 @@ def markdown(result: dict[str, Any]) -> str:
     info = result["machine"]
     device = info["gpu"] or f"{info['cpu']} ({info['torch_threads']} thread(s))"
     lines = [
-        f"GPU check, size `{result['size']}`, {device}, {result['repeats']} alternating repetitions, {info['date']}.",
+        f"GPU check, size `{result['size']}`" + ("" if result["model"] == "sd21" else f", model `{result['model']}`")
+        + f", {device}, {result['repeats']} alternating repetitions, {info['date']}.",
         f"Peak dense bf16: {result['peak_tflops'] or 'unknown'} TFLOP/s (data sheet); a {result['matmul_side']}² "
         f"{result['matmul_dtype']} matmul reaches {result['matmul_tflops']:.1f} TFLOP/s here. "
         f"Attention: {result['attention_processor']}.",
@@ -139,14 +149,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads or 1)
     warnings.filterwarnings("ignore")
     quiet_logs()
-    size = SIZES[args.size]
-    work = args.work or Path(tempfile.gettempdir()) / f"bob-gpu-check-{args.size}"
+    size = architectures(args.size, args.model)
+    suffix = "" if args.model == "sd21" else f"-{args.model}"
+    work = args.work or Path(tempfile.gettempdir()) / f"bob-gpu-check-{args.size}{suffix}"
     settings = Settings(
         device=device, steps=args.steps, lora_batch=args.lora_batch, generation_steps=args.generation_steps,
         generation_batch=args.generation_batch, num_workers=4 if device == "cuda" else 0, compile=args.compile,
         reference_images=args.reference_images,
     )
-    print(f"gpu check: size {args.size} on {device}; building random-weight models in {work}", flush=True)
+    print(f"gpu check: size {args.size}, model {args.model} on {device}; building random-weight models in {work}",
+          flush=True)
     world = build_world(
         work / "world", size, classes=4, shots=4, synthetic_per_class=1,
         generate_per_class=3 * args.generation_batch // 4, with_captioner=False,
@@ -163,17 +175,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lora_results = timed(lora, device, args.repeats, "LoRA")
     generation_results = timed(generation, device, args.repeats, "generation")
 
-    step = flops.lora_step_flops(size, args.lora_batch)
+    step = flops.lora_step_flops(size, args.lora_batch, targets=lora_targets(args.model)[0])
     image = flops.generation_flops(size, args.generation_steps, settings.guidance)
     peak = args.peak_tflops or (flops.bf16_peak_tflops(torch.cuda.get_device_name()) if device == "cuda" else None)
     matmul_dtype, side = (torch.bfloat16, 8192) if device == "cuda" else (torch.float32, 1024)
     matmul = flops.measured_matmul_tflops(device, matmul_dtype, side)
-    from diffusers import UNet2DConditionModel
-
     with torch.device("meta"):
-        processor = type(next(iter(UNet2DConditionModel(**size.unet).attn_processors.values()))).__name__
+        processor = type(next(iter(size.build_denoiser().attn_processors.values()))).__name__
     result = {
         "size": args.size,
+        "model": args.model,
         "repeats": args.repeats,
         "settings": vars(args) | {"output": str(args.output), "work": str(work)},
         "architecture_notes": size.notes,

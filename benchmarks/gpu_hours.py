@@ -6,9 +6,11 @@ of the shipped recipe processes, at an assumed model FLOP utilisation (MFU) of a
     python benchmarks/gpu_hours.py                            # paper size, H100 SXM dense bf16, 40% MFU (assumed)
     python benchmarks/gpu_hours.py --mfu 0.3 --release-mfu 0.1
     python benchmarks/gpu_hours.py --size tiny --no-captioner # the same arithmetic on the tiny models, seconds
+    python benchmarks/gpu_hours.py --model sdxl               # SD-XL base 1.0 in stages 2 and 3 (sd35: SD 3.5 Medium)
 
-Every count is read from the shipped configs (configs/), the defaults of bob's classes, or the dataset's
-sizes in docs/datasets.md; the third table names where each came from. The MFU is an assumption until
+Every count is read from the shipped configs (configs/, with configs/t2i/<model>.yaml and
+configs/generate/<model>.yaml composed on top for --model sdxl / sd35), the defaults of bob's classes,
+or the dataset's sizes in docs/datasets.md; the third table names where each came from. The MFU is an assumption until
 benchmarks/gpu_check.py has measured it on a GPU.
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import math
 import sys
 from dataclasses import dataclass, field
@@ -27,10 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
-
-from benchmarks import flops  # noqa: E402
-from benchmarks.architectures import SIZES, Architectures  # noqa: E402
+from benchmarks import flops, recipes  # noqa: E402
+from benchmarks.architectures import MODEL_TITLES, MODELS, SIZES, Architectures, architectures  # noqa: E402
 
 #: An Aircraft photo (height, width): the size docs/benchmarks.md's data-pipeline tables use for
 #: Aircraft (photos vary; the caption stage shrinks only those over its ``max_side``).
@@ -69,6 +68,12 @@ class Recipe:
     backbone: str
     sweep_points: int
     sweep_epochs: int
+    model: str
+    lora_image_size: int
+    generation_image_size: int
+    lora_targets: list[str]
+    text_lora_targets: list[str]
+    gradient_checkpointing: bool
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -102,14 +107,6 @@ class Recipe:
         return pool // self.classifier_batch * self.classifier_batch
 
 
-def _yaml(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def _default(cls: type, name: str) -> Any:
-    return inspect.signature(cls).parameters[name].default
-
-
 def _transform(spec: dict[str, Any]) -> Any:
     """A torchvision transform from a config's ``class_path`` / ``init_args`` (nested ``transforms`` too)."""
     module, _, name = spec["class_path"].rpartition(".")
@@ -119,8 +116,9 @@ def _transform(spec: dict[str, Any]) -> Any:
     return getattr(importlib.import_module(module), name)(**arguments)
 
 
-def aircraft_recipe(configs: Path = ROOT / "configs") -> Recipe:
-    """The Aircraft 5-shot run of the shipped configs: each stage's config merged with the dataset overlay."""
+def aircraft_recipe(configs: Path = ROOT / "configs", model: str = "sd21") -> Recipe:
+    """The Aircraft 5-shot run of the shipped configs: each stage's config merged with the dataset overlay,
+    and stages 2 and 3 with ``model``'s overlay (configs/t2i/<model>.yaml, configs/generate/<model>.yaml)."""
     from bob.datamodules.captions import CaptionDataModule
     from bob.datamodules.fewshot import IMAGES_PER_CLASS
     from bob.modules.captioner import DEFAULT_QUESTIONS, Captioner
@@ -129,20 +127,21 @@ def aircraft_recipe(configs: Path = ROOT / "configs") -> Recipe:
     from bob.modules.generator import SyntheticImageGenerator
     from bob.sweep.__main__ import parse as sweep_arguments
 
-    dataset = _yaml(configs / "datasets/aircraft.yaml")
-    t2i = _yaml(configs / "t2i.yaml")
-    generate = _yaml(configs / "generate.yaml")
-    classifier = _yaml(configs / "classifier.yaml")
-    shots = dataset["data"]["init_args"]["shots"]
+    t2i = recipes.composed("t2i", model, configs=configs)
+    generate = recipes.composed("generate", model, configs=configs)
+    classifier = recipes.load_yaml(configs / "classifier.yaml")
+    shots = t2i["data"]["init_args"]["shots"]
     grid = next(c["init_args"] for c in t2i["trainer"]["callbacks"] if c["class_path"].endswith("SampleGrid"))
-    views = _default(LoRAFineTuner, "latent_cache_views")
+    views = recipes.model_argument(t2i, "latent_cache_views", LoRAFineTuner)
     transform = _transform(t2i["data"]["init_args"]["train_transform"])
     if views is None:  # LoRAFineTuner.setup: one view when the transform is deterministic, else none
         views = 1 if is_deterministic(transform) else 0
     backbone = classifier["model"]["init_args"]["backbone"]["class_path"]
     backbone_file = {"CLIPBackbone": "clip"}.get(backbone, backbone)
-    points = math.prod(len(values) for values in _yaml(configs / f"classifier/grids/{backbone_file}.yaml").values())
-    questions = _default(Captioner, "questions") or DEFAULT_QUESTIONS
+    points = math.prod(
+        len(values) for values in recipes.load_yaml(configs / f"classifier/grids/{backbone_file}.yaml").values()
+    )
+    questions = recipes.class_default(Captioner, "questions") or DEFAULT_QUESTIONS
     questions = [q.format(descriptor="aircraft", a_descriptor="an aircraft") for q in questions.values()]
     sources = {
         "classes": "docs/datasets.md: FGVCAircraft, 100 variants",
@@ -173,34 +172,61 @@ def aircraft_recipe(configs: Path = ROOT / "configs") -> Recipe:
         "sweep_points": f"configs/classifier/grids/{backbone_file}.yaml (product of the value lists)",
         "sweep_epochs": "`python -m bob.sweep --sweep-epochs` default; docs/reproduce.md",
     }
+    generation_side = recipes.model_argument(generate, "height", SyntheticImageGenerator)
+    if generation_side != recipes.model_argument(generate, "width", SyntheticImageGenerator):
+        raise ValueError("the FLOP count takes square images; the composed generate config sets another shape")
+    unet_targets, text_targets = recipes.lora_targets(model, configs)
+    if model != "sd21":
+        # Where the model's overlays change the recipe (the SD 2.1 table stays as it was).
+        t2i_file = recipes.overlay_path("t2i", model, configs).relative_to(configs.parent)
+        generate_file = recipes.overlay_path("generate", model, configs).relative_to(configs.parent)
+        generate_set = recipes.overlay("generate", model, configs)["model"]["init_args"]
+        for name, argument in (("generation_steps", "num_inference_steps"), ("guidance", "guidance_scale")):
+            if argument in generate_set:
+                sources[name] = f"{generate_file} `{argument}`"
+        t2i_set = recipes.t2i_model_arguments(model, configs)
+        sources |= {
+            "model": f"`--model`: {t2i_file}, {generate_file}",
+            "lora_image_size": f"{t2i_file} `data.init_args.image_size` (also `SampleGrid`'s side)",
+            "generation_image_size": f"{generate_file} `height` / `width`",
+            "lora_targets": f"{t2i_file} `unet_targets`" if "unet_targets" in t2i_set
+            else "`LoRAFineTuner.unet_targets` default (names absent from the model skipped)",
+            "gradient_checkpointing": f"{t2i_file} `gradient_checkpointing`",
+        }
     return Recipe(
         classes=100,
         shots=shots,
         val_images=1600,
         test_images=3333,
         photo_hw=AIRCRAFT_PHOTO,
-        caption_max_side=_default(CaptionDataModule, "max_side"),
+        caption_max_side=recipes.class_default(CaptionDataModule, "max_side"),
         caption_questions=questions,
-        caption_answer_tokens=_default(Captioner, "max_new_tokens"),
+        caption_answer_tokens=recipes.class_default(Captioner, "max_new_tokens"),
         lora_epochs=t2i["trainer"]["max_epochs"],
         lora_batch=t2i["data"]["init_args"]["batch_size"],
-        lora_effective_batch=_default(LoRAFineTuner, "effective_batch_size"),
-        lora_rank=_default(LoRAFineTuner, "unet_rank"),
-        train_text_encoder=_default(LoRAFineTuner, "train_text_encoder"),
+        lora_effective_batch=recipes.model_argument(t2i, "effective_batch_size", LoRAFineTuner),
+        lora_rank=recipes.model_argument(t2i, "unet_rank", LoRAFineTuner),
+        train_text_encoder=recipes.model_argument(t2i, "train_text_encoder", LoRAFineTuner),
         latent_cache_views=views,
         grid_every=grid["every_n_steps"],
         grid_images=grid["num_classes"] * grid["num_contexts"],
         grid_steps=grid["num_inference_steps"],
         grid_guidance=grid["guidance_scale"],
         images_per_class=generate["data"]["init_args"]["images_per_class"],
-        generation_steps=_default(SyntheticImageGenerator, "num_inference_steps"),
-        guidance=_default(SyntheticImageGenerator, "guidance_scale"),
+        generation_steps=recipes.model_argument(generate, "num_inference_steps", SyntheticImageGenerator),
+        guidance=recipes.model_argument(generate, "guidance_scale", SyntheticImageGenerator),
         classifier_epochs=classifier["trainer"]["max_epochs"],
         classifier_batch=classifier["data"]["init_args"]["batch_size"],
         real_repeats=max(1, IMAGES_PER_CLASS // shots),
         backbone=backbone_file,
         sweep_points=points,
         sweep_epochs=sweep_arguments(["--grid", "-", "--out", "-", "--", "fit"])[0].sweep_epochs,
+        model=model,
+        lora_image_size=t2i["data"]["init_args"]["image_size"],
+        generation_image_size=generation_side,
+        lora_targets=unet_targets,
+        text_lora_targets=text_targets,
+        gradient_checkpointing=recipes.model_argument(t2i, "gradient_checkpointing", LoRAFineTuner),
         sources=sources,
     )
 
@@ -222,7 +248,7 @@ def _backbones(
         return {"timm": (f"timm {size.classifier}, full", flops.timm_backbone(init, recipe.classes, side), side)}
     found = {}
     for path in sorted((configs / "classifier/backbones").glob("*.yaml")):
-        spec = _yaml(path)["model"]["init_args"]["backbone"]
+        spec = recipes.load_yaml(path)["model"]["init_args"]["backbone"]
         init = spec.get("init_args") or {}
         if spec["class_path"].endswith("CLIPBackbone"):
             backbone = flops.clip_backbone(recipe.classes, clip_prompt_tokens, init)
@@ -232,6 +258,110 @@ def _backbones(
             description = f"timm {init['model_name']}, {init.get('finetune', 'full')}"
         found[path.stem] = (description, backbone, 224)
     return found
+
+
+#: How the tables name each part of a Stable Diffusion model, by family (SD 2.1's as they always were).
+PART_NAMES = {
+    "sd": {"vae_encoder": "VAE encoder", "text_encoder": "text encoder", "denoiser": "UNet", "vae_decoder": "VAE decoder"},
+    "sdxl": {"vae_encoder": "VAE encoder", "text_encoder": "text encoders", "denoiser": "UNet",
+             "vae_decoder": "VAE decoder"},
+    "sd3": {"vae_encoder": "VAE encoder", "text_encoder": "CLIP encoders", "t5_encoder": "T5 encoder",
+            "denoiser": "transformer", "vae_decoder": "VAE decoder"},
+}
+SAMPLER_NAMES = {"PNDMScheduler": "PNDM", "EulerDiscreteScheduler": "Euler", "FlowMatchEulerDiscreteScheduler": "flow-matching Euler"}
+
+
+def counted_sides(size: Architectures, recipe: Recipe) -> tuple[int, int]:
+    """The training and generation sides the FLOPs are counted at: the recipe's, or the tiny models' own
+    (64 px) at ``--size tiny``, whose arithmetic is a smoke test of the paper size's."""
+    if size.name == "tiny":
+        return size.image_size, size.image_size
+    return recipe.lora_image_size, recipe.generation_image_size
+
+
+def diffusion_rows(size: Architectures, recipe: Recipe) -> list[dict[str, Any]]:
+    """FLOPs per LoRA training sample, generated image and sample-grid image of ``size``'s Stable
+    Diffusion model (stages 2 and 3), with and without each of bob's changes that alters them."""
+    family = size.family
+    names = PART_NAMES[family]
+    encoder, denoiser = names["text_encoder"], names["denoiser"]
+    sd21 = size.model == "sd21"
+    train_side, generation_side = counted_sides(size, recipe)
+    stage = "LoRA training sample"
+    lora_args = {"rank": recipe.lora_rank, "targets": recipe.lora_targets, "text_targets": recipe.text_lora_targets,
+                 "image_size": train_side}
+    trained = flops.lora_sample_parts(size, train_text_encoder=True, **lora_args)
+    frozen = flops.lora_sample_parts(size, train_text_encoder=False, **lora_args)
+    epochs = recipe.lora_epochs
+
+    def lora(parts: dict[str, float], vae_share: float = 1.0, text_share: float = 1.0,
+             t5_share: float = 1 / epochs) -> dict[str, float]:
+        """``*_share``: the part's runs per sample (1: every step; k / epochs: k cached encodings per
+        image). bob runs SD3's T5 once per distinct prompt, one per image, whatever its other settings."""
+        shares = {"vae_encoder": vae_share, "text_encoder": text_share, "t5_encoder": t5_share, "denoiser": 1.0}
+        return {names[k]: parts[k] * share for k, share in shares.items() if k in names}
+
+    cache = "on" if recipe.latent_cache_views else "off"
+    # latent_crops encodes the photo resized to the crop's short side, trimmed to the 8 px grid.
+    crop = train_side
+    grid_hw = tuple(round(x * crop / min(recipe.photo_hw)) // 8 * 8 for x in recipe.photo_hw)
+    grid_share = grid_hw[0] * grid_hw[1] / crop**2
+    t5 = f"; T5 once per prompt (one per image) in {epochs} epochs" if family == "sd3" else ""
+    if sd21:
+        release = "release: VAE encoder, text encoder (LoRA, forward + backward) and UNet every step"
+        trains = "text encoder trains"
+    else:
+        forward_t5 = ", T5 encoder (forward)" if family == "sd3" else ""
+        release = (f"the release's recipe on {MODEL_TITLES[size.model]} (the release is SD 2.1-base's; a plain loop): "
+                   f"VAE encoder, {encoder} (LoRA, forward + backward){forward_t5} and {denoiser} every step")
+        trains = f"{encoder} train"
+    rows = [
+        _row(stage, "lora_release", release, lora(trained, t5_share=1.0), reference=True),
+        _row(stage, "lora_bob", f"bob, shipped config (random crop: latent cache {cache}; {trains}: no text cache{t5})",
+             lora(trained, vae_share=recipe.latent_cache_views / epochs if recipe.latent_cache_views else 1.0)),
+        _row(stage, "lora_latent_cache", f"bob + `latent_cache_views: 1`: VAE encoder once per image in {epochs} epochs",
+             lora(trained, vae_share=1 / epochs)),
+        _row(stage, "lora_latent_crops", f"bob + `latent_crops: true`: VAE encoder once per resized image "
+             f"({grid_hw[1]}x{grid_hw[0]}, {grid_share:.2f}x a crop's pixels) in {epochs} epochs, a new crop every step",
+             lora(trained, vae_share=grid_share / epochs)),
+        _row(stage, "lora_text_cache", f"bob + `train_text_encoder: false` (not the paper's recipe): {encoder} "
+             f"forward once per prompt (one per image) in {epochs} epochs", lora(frozen, text_share=1 / epochs)),
+        _row(stage, "lora_both_caches", "bob + both caches", lora(frozen, vae_share=1 / epochs, text_share=1 / epochs)),
+    ]
+    if recipe.gradient_checkpointing:
+        rows.append(_row(
+            "gradient-checkpointing recompute, per LoRA sample", "lora_recompute",
+            f"`gradient_checkpointing: true` runs the {denoiser}'s forward again during the backward: hardware work, "
+            "not model FLOPs (in no total; an MFU counted on model FLOPs absorbs it)",
+            {f"{denoiser} forward": trained["denoiser_forward"]},
+        ))
+
+    stage = "generated image"
+    sampler = SAMPLER_NAMES.get(size.scheduler["_class_name"], size.scheduler["_class_name"])
+
+    def image(steps: int, guidance: float, lora_rank: int | None, side: int) -> dict[str, float]:
+        parts = flops.generation_parts(size, steps, guidance, lora_rank=lora_rank, image_size=side,
+                                       targets=recipe.lora_targets)
+        return {names[k]: v for k, v in parts.items()}
+
+    calls = flops.sampler_unet_calls(recipe.generation_steps, size.scheduler)
+    guidance = f"{recipe.generation_steps} {sampler} steps ({calls} {denoiser} calls) x 2 rows (CFG {recipe.guidance})"
+    if not sd21:
+        guidance += f", {generation_side}x{generation_side} px"
+    rows += [
+        _row(stage, "generation_release", f"release: LoRA loaded unfused, batch 1; {guidance}",
+             image(recipe.generation_steps, recipe.guidance, recipe.lora_rank, generation_side), reference=True),
+        _row(stage, "generation_bob", "bob: LoRA folded into the weights (batching changes no FLOPs)",
+             image(recipe.generation_steps, recipe.guidance, None, generation_side)),
+    ]
+    grid_calls = flops.sampler_unet_calls(recipe.grid_steps, size.scheduler)
+    rows.append(_row(
+        "sample-grid image", "grid",
+        f"bob's `SampleGrid` during LoRA training: {recipe.grid_steps} steps ({grid_calls} {denoiser} calls), "
+        f"CFG {recipe.grid_guidance}, LoRA unfused" + ("" if sd21 else f", {train_side}x{train_side} px"),
+        image(recipe.grid_steps, recipe.grid_guidance, recipe.lora_rank, train_side),
+    ))
+    return rows
 
 
 def per_sample_rows(
@@ -260,60 +390,7 @@ def per_sample_rows(
             {"vision tower": vision, "language model": language}, reference=True,
         ))
 
-    stage = "LoRA training sample"
-    trained = flops.lora_sample_parts(size, rank=recipe.lora_rank, train_text_encoder=True)
-    frozen = flops.lora_sample_parts(size, rank=recipe.lora_rank, train_text_encoder=False)
-    epochs = recipe.lora_epochs
-
-    def lora(parts: dict[str, float], vae_share: float = 1.0, text_share: float = 1.0) -> dict[str, float]:
-        """``*_share``: the part's runs per sample (1: every step; k / epochs: k cached encodings per image)."""
-        return {"VAE encoder": parts["vae_encoder"] * vae_share, "text encoder": parts["text_encoder"] * text_share,
-                "UNet": parts["unet"]}
-
-    cache = "on" if recipe.latent_cache_views else "off"
-    # latent_crops encodes the photo resized to the crop's short side, trimmed to the 8 px grid.
-    crop = size.image_size
-    grid_hw = tuple(round(x * crop / min(recipe.photo_hw)) // 8 * 8 for x in recipe.photo_hw)
-    grid_share = grid_hw[0] * grid_hw[1] / crop**2
-    rows += [
-        _row(stage, "lora_release", "release: VAE encoder, text encoder (LoRA, forward + backward) and UNet every step",
-             lora(trained), reference=True),
-        _row(stage, "lora_bob",
-             f"bob, shipped config (random crop: latent cache {cache}; text encoder trains: no text cache)",
-             lora(trained, vae_share=recipe.latent_cache_views / epochs if recipe.latent_cache_views else 1.0)),
-        _row(stage, "lora_latent_cache", f"bob + `latent_cache_views: 1`: VAE encoder once per image in {epochs} epochs",
-             lora(trained, vae_share=1 / epochs)),
-        _row(stage, "lora_latent_crops", f"bob + `latent_crops: true`: VAE encoder once per resized image "
-             f"({grid_hw[1]}x{grid_hw[0]}, {grid_share:.2f}x a crop's pixels) in {epochs} epochs, a new crop every step",
-             lora(trained, vae_share=grid_share / epochs)),
-        _row(stage, "lora_text_cache", f"bob + `train_text_encoder: false` (not the paper's recipe): text encoder "
-             f"forward once per prompt (one per image) in {epochs} epochs", lora(frozen, text_share=1 / epochs)),
-        _row(stage, "lora_both_caches", "bob + both caches", lora(frozen, vae_share=1 / epochs, text_share=1 / epochs)),
-    ]
-
-    stage = "generated image"
-    calls = flops.sampler_unet_calls(recipe.generation_steps)
-    guidance = f"{recipe.generation_steps} PNDM steps ({calls} UNet calls) x 2 rows (CFG {recipe.guidance})"
-    names = {"text_encoder": "text encoder", "unet": "UNet", "vae_decoder": "VAE decoder"}
-
-    def image(lora_rank: int | None) -> dict[str, float]:
-        parts = flops.generation_parts(size, recipe.generation_steps, recipe.guidance, lora_rank=lora_rank)
-        return {names[k]: v for k, v in parts.items()}
-
-    rows += [
-        _row(stage, "generation_release", f"release: LoRA loaded unfused, batch 1; {guidance}", image(recipe.lora_rank),
-             reference=True),
-        _row(stage, "generation_bob", "bob: LoRA folded into the weights (batching changes no FLOPs)", image(None)),
-    ]
-    grid_calls = flops.sampler_unet_calls(recipe.grid_steps)
-    grid = flops.generation_parts(size, recipe.grid_steps, recipe.grid_guidance, recipe.lora_rank)
-    rows.append(_row(
-        "sample-grid image", "grid",
-        f"bob's `SampleGrid` during LoRA training: {recipe.grid_steps} steps ({grid_calls} UNet calls), "
-        f"CFG {recipe.grid_guidance}, LoRA unfused",
-        {names[k]: v for k, v in grid.items()},
-    ))
-
+    rows += diffusion_rows(size, recipe)
     for name, (description, backbone, side) in _backbones(size, recipe, configs, clip_prompt_tokens).items():
         parts = flops.classifier_sample_parts(backbone, side, recipe.classes)
         train = {"image": parts["image"]}
@@ -408,8 +485,9 @@ def _number(value: float | None, scale: float) -> str:
 def markdown(result: dict[str, Any]) -> str:
     recipe: Recipe = result["recipe"]
     size = result["size"]
+    model = "" if recipe.model == "sd21" else f", {MODEL_TITLES[recipe.model]} in stages 2 and 3"
     lines = [
-        f"FLOPs per sample at size `{size}` (counted on the meta device; forward + backward for training):",
+        f"FLOPs per sample at size `{size}`{model} (counted on the meta device; forward + backward for training):",
         "",
         "| stage | variant | parts (TFLOP) | TFLOP per sample | vs release |",
         "|---|---|---|---|---|",
@@ -425,7 +503,10 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Aircraft {recipe.shots}-shot, whole pipeline: GPU hours = FLOPs / ({peak} TFLOP/s ({result['peak_source']}) "
         f"x MFU) / 3600, with an MFU of {mfu:.0%} for bob and {release_mfu:.0%} for the release: "
-        "**an assumption**, unless taken from benchmarks/gpu_check.py's MFU measured on that GPU.",
+        "**an assumption**, unless taken from benchmarks/gpu_check.py's MFU measured on that GPU."
+        + ("" if recipe.model == "sd21" else
+           f" The release's columns for stages 2 and 3 apply its recipe (plain loops, no caches, LoRA unfused, batch 1) "
+           f"to {MODEL_TITLES[recipe.model]}; the authors' release is SD 2.1-base's."),
         "",
         "| stage | samples | bob TFLOP/sample | bob PFLOP | bob GPU-h | release TFLOP/sample | release PFLOP "
         "| release GPU-h |",
@@ -452,6 +533,8 @@ def markdown(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="paper")
+    parser.add_argument("--model", choices=MODELS, default="sd21",
+                        help="Stable Diffusion model of stages 2 and 3: SD 2.1-base (the paper), SD-XL base 1.0, SD 3.5 Medium")
     parser.add_argument("--gpu", default=H100_SXM, choices=sorted(flops.BF16_PEAK_TFLOPS),
                         help="whose data-sheet dense bf16 rate to use")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 TFLOP/s (default: --gpu's data sheet)")
@@ -470,8 +553,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     args = parse_args(argv)
-    recipe = aircraft_recipe()
-    size = SIZES[args.size]
+    recipe = aircraft_recipe(model=args.model)
+    # After Lightning's import, which sets its level: bob's LoRA helper names the recipe's targets a model
+    # lacks (SD's UNets have no add_k_proj) at info level.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    size = architectures(args.size, args.model)
     per_sample = per_sample_rows(size, recipe, args.clip_prompt_tokens, args.captioner)
     peak = args.peak_tflops or flops.BF16_PEAK_TFLOPS[args.gpu]
     release_mfu = args.mfu if args.release_mfu is None else args.release_mfu

@@ -60,8 +60,11 @@ def stage_rows(stage: str, results: dict[str, VariantResult]) -> list[dict[str, 
     rows = []
     for result in results.values():
         row = result.to_dict()
-        row["vs_reference"] = 1.0 if result.reference else paired_ratio(result, reference)
-        row["vs_reference_cpu_time"] = 1.0 if result.reference else paired_ratio(result, reference, cpu_time=True)
+        if result.reference or not result.compared:
+            row["vs_reference"] = row["vs_reference_cpu_time"] = 1.0 if result.reference else None
+        else:
+            row["vs_reference"] = paired_ratio(result, reference)
+            row["vs_reference_cpu_time"] = paired_ratio(result, reference, cpu_time=True)
         row["stage"] = stage
         rows.append(row)
     return rows
@@ -89,6 +92,11 @@ def targets(rows: dict[str, list[dict[str, Any]]], device: str) -> list[dict[str
     check("generation", "bob_default", "generation: at least 3x the batch-1 loop on GPU (CPU: reported only)",
           lambda r: r >= 3, judged=device == "cuda")
     return checks
+
+
+def ratio(value: float | None) -> str:
+    """A ratio to the reference; a dash for a row of another model, which has none."""
+    return "—" if value is None else f"{value:.2f}x"
 
 
 def format_memory(row: dict[str, Any]) -> str:
@@ -119,10 +127,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["| stage | variant | throughput, median (min-max) | vs reference | peak memory |", "|---|---|---|---|---|"]
     for stage, rows in report["stages"].items():
         for row in rows:
-            cpu_time = f" {row['vs_reference_cpu_time']:.2f}x |" if on_cpu else ""
+            cpu_time = f" {ratio(row['vs_reference_cpu_time'])} |" if on_cpu else ""
             lines.append(
                 f"| {TITLES[stage]} ({UNITS[stage]}) | {row['description']} | {row['median']:.3g} "
-                f"({row['min']:.3g}-{row['max']:.3g}) | {row['vs_reference']:.2f}x |{cpu_time} {format_memory(row)} |"
+                f"({row['min']:.3g}-{row['max']:.3g}) | {ratio(row['vs_reference'])} |{cpu_time} {format_memory(row)} |"
             )
     if report["targets"]:
         clock = "CPU time" if on_cpu else "wall clock"

@@ -3,9 +3,12 @@
     python benchmarks/run.py                                   # tiny models on the CPU, a few minutes
     python benchmarks/run.py --stages lora,generation --repeats 3
     python benchmarks/run.py --size paper --device cuda        # SD 2.1-base, ResNet-50, Qwen2.5-VL-7B
+    python benchmarks/run.py --models none                     # without the SD-XL and SD 3.5 rows
 
 Variants of one stage alternate within one run (order rotated each repetition); the table gives
 the median throughput, its spread, and the median of the paired ratios to the reference.
+The LoRA and generation stages also time bob's defaults on SD-XL and SD 3.5 models of the same
+size (``--models``); the reference loops are SD 2.1's, so those rows have no ratio.
 Writes results.json and results.md into --output.
 """
 
@@ -33,12 +36,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from benchmarks import memory, report  # noqa: E402
-from benchmarks.architectures import SIZES  # noqa: E402
+from benchmarks.architectures import MODELS, SIZES, architectures  # noqa: E402
 from benchmarks.common import Settings, quiet_logs  # noqa: E402
 from benchmarks.timing import Run, VariantResult, alternate  # noqa: E402
 from benchmarks.world import World, build_world  # noqa: E402
 
 STAGES = ("lora", "generation", "classifier", "captioning")
+#: Stages that also time bob on the other Stable Diffusion models (``--models``): their ``bob_default``.
+MODEL_STAGES = ("lora", "generation")
 #: Per size: benchmark settings, and the world (classes, shots, images) they run on.
 SIZE_SETTINGS = {
     "tiny": {"steps": 16, "lora_batch": 4, "classifier_batch": 16, "generation_steps": 20, "generation_batch": 8,
@@ -52,12 +57,23 @@ SIZE_WORLD = {
 }
 
 
-def stage_variants(stage: str, world: World, settings: Settings, work: Path) -> dict[str, tuple[str, bool, Any]]:
+def stage_variants(
+    stage: str, worlds: dict[str, World], settings: Settings, work: Path
+) -> dict[str, tuple[str, bool | None, Any]]:
+    """name -> (description, is the reference, callable returning a `Run`): the stage's variants on SD 2.1's
+    world, then ``bob_<model>``, bob's defaults on each other model's world, marked None (not the reference,
+    and not compared with it: the reference runs another model)."""
     from benchmarks import stage_captioning, stage_classifier, stage_generation, stage_lora
 
     module = {"lora": stage_lora, "generation": stage_generation, "classifier": stage_classifier,
               "captioning": stage_captioning}[stage]
-    return module.variants(world, settings, work / stage)
+    found: dict[str, tuple[str, bool | None, Any]] = dict(module.variants(worlds["sd21"], settings, work / stage))
+    if stage in MODEL_STAGES:
+        for model, world in worlds.items():
+            if model != "sd21":
+                description, _, function = module.variants(world, settings, work / stage / model)["bob_default"]
+                found[f"bob_{model}"] = (description, None, function)
+    return found
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="model architectures (default: tiny)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    others = [m for m in MODELS if m != "sd21"]
+    parser.add_argument("--models", default=",".join(others),
+                        help=f"Stable Diffusion models besides SD 2.1 whose bob path the {' and '.join(MODEL_STAGES)} "
+                        f"stages also time: a comma-separated subset of {','.join(others)}, or none")
     parser.add_argument("--repeats", type=int, default=5, help="alternating repetitions per variant")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: 1 on CPU)")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per repetition")
@@ -89,33 +109,52 @@ def make_settings(args: argparse.Namespace, device: str) -> Settings:
     return Settings(device=device, num_workers=workers, compile=args.compile, precision=args.precision, **values)
 
 
-def prepare(args: argparse.Namespace) -> tuple[Settings, World, Path]:
+def other_models(args: argparse.Namespace) -> list[str]:
+    models = [] if args.models in ("", "none") else args.models.split(",")
+    unknown = set(models) - set(MODELS) - {"sd21"}
+    if unknown or "sd21" in models:
+        raise SystemExit(f"--models takes a subset of {','.join(m for m in MODELS if m != 'sd21')} or none, "
+                         f"got {args.models!r}")
+    return models
+
+
+def prepare(args: argparse.Namespace) -> tuple[Settings, dict[str, World], Path]:
+    """Settings, and the worlds by model: SD 2.1's (every stage's), and those of ``--models`` when the
+    LoRA or generation stage runs (each in its own folder: the paper-size models differ in resolution)."""
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads or (1 if device == "cpu" else torch.get_num_threads()))
     warnings.filterwarnings("ignore")
     quiet_logs()
     work = args.work or Path(tempfile.gettempdir()) / f"bob-benchmarks-{args.size}"
     stages = args.stages.split(",")
-    world = build_world(
-        work / "world", SIZES[args.size], with_diffusion=bool({"lora", "generation"} & set(stages)),
-        with_captioner="captioning" in stages, **SIZE_WORLD[args.size],
-    )
-    return make_settings(args, device), world, work
+    diffusion = bool(set(MODEL_STAGES) & set(stages))
+    worlds = {"sd21": build_world(
+        work / "world", SIZES[args.size], with_diffusion=diffusion, with_captioner="captioning" in stages,
+        **SIZE_WORLD[args.size],
+    )}
+    for model in other_models(args) if diffusion else []:
+        worlds[model] = build_world(
+            work / f"world-{model}", architectures(args.size, model), with_captioner=False, **SIZE_WORLD[args.size]
+        )
+    return make_settings(args, device), worlds, work
 
 
 def probe(args: argparse.Namespace) -> None:
     """Run one variant once and print its peak memory (for `memory.probe_in_subprocess`)."""
-    settings, world, work = prepare(args)
+    settings, worlds, work = prepare(args)
     stage, variant = args.probe.split(":")
-    function = stage_variants(stage, world, settings, work / "probe")[variant][2]
+    function = stage_variants(stage, worlds, settings, work / "probe")[variant][2]
     print(memory.MARKER + json.dumps(memory.peak_rss_increase(function)), flush=True)
 
 
 def benchmark_stage(
-    stage: str, world: World, settings: Settings, work: Path, args: argparse.Namespace, argv: list[str]
+    stage: str, worlds: dict[str, World], settings: Settings, work: Path, args: argparse.Namespace, argv: list[str]
 ) -> dict[str, VariantResult]:
-    variants = stage_variants(stage, world, settings, work)
-    results = {name: VariantResult(name, description, is_reference) for name, (description, is_reference, _) in variants.items()}
+    variants = stage_variants(stage, worlds, settings, work)
+    results = {
+        name: VariantResult(name, description, is_reference is True, compared=is_reference is not None)
+        for name, (description, is_reference, _) in variants.items()
+    }
     timed = {}
     for name, (_, _, function) in variants.items():
         timed[name] = memory.cuda_peak_tracker(results[name], function) if settings.device == "cuda" else function
@@ -143,17 +182,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown stage(s) {sorted(unknown)}; choose from {', '.join(STAGES)}")
     load_before = [round(x, 2) for x in os.getloadavg()]
-    settings, world, work = prepare(args)
+    settings, worlds, work = prepare(args)
     print(f"bob benchmarks: size {args.size}, {settings.device}, {torch.get_num_threads()} thread(s), "
           f"{args.repeats} repetitions; models and data in {work}", flush=True)
     stages = {}
     for stage in args.stages.split(","):
-        stages[stage] = report.stage_rows(stage, benchmark_stage(stage, world, settings, work, args, argv))
+        stages[stage] = report.stage_rows(stage, benchmark_stage(stage, worlds, settings, work, args, argv))
     result = {
         "size": args.size,
+        "models": list(worlds),
         "repeats": args.repeats,
         "settings": dataclasses.asdict(settings),
-        "architecture_notes": world.size.notes,
+        "architecture_notes": {model: world.size.notes for model, world in worlds.items()},
         "machine": report.machine(),
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],

@@ -1,14 +1,18 @@
-"""Stage 3 timed: bob's batched generation stage against the release's one-image-per-call pipeline loop."""
+"""Stage 3 timed: bob's batched generation stage against the release's one-image-per-call pipeline loop
+(the model's own diffusers pipeline: `StableDiffusionPipeline`, `StableDiffusionXLPipeline` or
+`StableDiffusion3Pipeline`)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.architectures import MODEL_TITLES
 from benchmarks.common import CLOCK, Settings, dataset_section, run_fresh_predict, trainer_section
 from benchmarks.timing import Clock, Run, ThroughputClock
 from benchmarks.world import World
@@ -43,13 +47,19 @@ def pipeline_dtype(settings: Settings) -> torch.dtype:
     return torch.float16 if settings.device == "cuda" else torch.float32
 
 
-def reference(world: World, settings: Settings, out: Path, batch_size: int = 1) -> Run:
-    """A plain `StableDiffusionPipeline` loop saving PNGs; at batch 1 (one image per call) it is the release's loop."""
-    from diffusers import StableDiffusionPipeline
+def pipeline_class(world: World) -> str:
+    """The diffusers pipeline class the world's model folder names."""
+    return json.loads((world.stable_diffusion / "model_index.json").read_text(encoding="utf-8"))["_class_name"]
 
-    pipeline = StableDiffusionPipeline.from_pretrained(
-        world.stable_diffusion, dtype=pipeline_dtype(settings), safety_checker=None, requires_safety_checker=False
-    )
+
+def reference(world: World, settings: Settings, out: Path, batch_size: int = 1) -> Run:
+    """A plain loop over the model's own diffusers pipeline saving PNGs; at batch 1 (one image per call)
+    it is the release's loop."""
+    from diffusers import DiffusionPipeline
+
+    # SD 1.x / 2.x pipelines also take a safety checker, which the release turned off.
+    extra = {"safety_checker": None, "requires_safety_checker": False} if world.size.family == "sd" else {}
+    pipeline = DiffusionPipeline.from_pretrained(world.stable_diffusion, dtype=pipeline_dtype(settings), **extra)
     pipeline.load_lora_weights(str(world.lora))
     pipeline.to(settings.device)
     pipeline.set_progress_bar_config(disable=True)
@@ -120,13 +130,15 @@ def variants(world: World, settings: Settings, work: Path) -> dict[str, tuple[st
     """name -> (description, is the reference, callable returning a `Run`)."""
     dtype = str(pipeline_dtype(settings)).removeprefix("torch.")
     batch = settings.generation_batch
+    pipeline = pipeline_class(world)
+    on = "" if world.size.model == "sd21" else f" on {MODEL_TITLES[world.size.model]}"
     return {
-        "reference": (f"StableDiffusionPipeline, one image per call, {dtype} (the release)", True,
+        "reference": (f"{pipeline}, one image per call, {dtype} (the release)", True,
                       lambda: timed_reference(world, settings, work)),
-        "bob_same": (f"bob, batch 1, {dtype}", False, lambda: ours(world, settings, work, batch_size=1)),
-        "plain_batched": (f"StableDiffusionPipeline, batch {batch} per call, {dtype} (batching alone)", False,
+        "bob_same": (f"bob{on}, batch 1, {dtype}", False, lambda: ours(world, settings, work, batch_size=1)),
+        "plain_batched": (f"{pipeline}, batch {batch} per call, {dtype} (batching alone)", False,
                           lambda: timed_reference(world, settings, work, batch_size=batch)),
-        "bob_default": (f"bob, batch {batch}, {dtype}", False, lambda: ours(world, settings, work, batch_size=batch)),
+        "bob_default": (f"bob{on}, batch {batch}, {dtype}", False, lambda: ours(world, settings, work, batch_size=batch)),
     }
 
 
@@ -159,7 +171,8 @@ def option_variants(world: World, settings: Settings, work: Path) -> dict[str, t
 
         return run
 
+    on = "" if world.size.model == "sd21" else f" on {MODEL_TITLES[world.size.model]}"
     return {
-        name: (f"bob, batch {batch}, {dtype}, {label}", False, timed(options))
+        name: (f"bob{on}, batch {batch}, {dtype}, {label}", False, timed(options))
         for name, (label, options) in OPTIONS.items()
     }

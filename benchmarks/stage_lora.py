@@ -1,4 +1,7 @@
-"""Stage 2 timed: bob's `LoRAFineTuner` under Lightning against a plain diffusers + peft training loop."""
+"""Stage 2 timed: bob's `LoRAFineTuner` under Lightning against a plain diffusers + peft training loop.
+
+The plain loop is SD 2.1's (DDPM, one CLIP text encoder); on SD-XL and SD 3.5 bob's path is timed alone,
+with bob at the release's settings (fp32, no caches) as the reference."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.architectures import MODEL_TITLES
 from benchmarks.common import Settings, dataset_section, run_stage, trainer_section
+from benchmarks.recipes import t2i_model_arguments
 from benchmarks.timing import Clock, Run
 from benchmarks.world import World
 
@@ -110,7 +115,8 @@ def ours_config(
     world: World, settings: Settings, run_dir: Path, precision: str, latent_cache: bool, compile_unet: bool = False,
     latent_crops: bool = False,
 ) -> dict[str, Any]:
-    """The stage-2 config of `configs/t2i.yaml` on the benchmark's model and data.
+    """The stage-2 config of `configs/t2i.yaml` (and of the model's overlay, configs/t2i/<model>.yaml:
+    its LoRA targets, flow-matching weighting and gradient checkpointing) on the benchmark's model and data.
 
     ``latent_crops``: the paper's random crop (`configs/t2i.yaml`), taken on the latent grid of
     each image's cached posterior; otherwise a centre crop, which the latent cache keeps exactly.
@@ -124,6 +130,7 @@ def ours_config(
         "effective_batch_size": None,
         "latent_cache_views": None if latent_cache and not latent_crops else 0,
         "latent_crops": latent_crops,
+        **t2i_model_arguments(world.size.model),
     }
     crop = "RandomCrop" if latent_crops else "CenterCrop"
     if compile_unet:
@@ -162,21 +169,27 @@ def ours(world: World, settings: Settings, run_dir: Path, **config: Any) -> Run:
 
 
 def variants(world: World, settings: Settings, work: Path) -> dict[str, tuple[str, bool, Any]]:
-    """name -> (description, is the reference, callable returning a `Run`)."""
-    found: dict[str, tuple[str, bool, Any]] = {
-        "reference": ("plain diffusers + peft loop, fp32, no caches (the release's recipe)", True,
-                      lambda: reference(world, settings)),
-        "bob_same": ("bob, same settings (fp32, no caches)", False,
+    """name -> (description, is the reference, callable returning a `Run`). The reference is the plain
+    loop on SD 2.1, and bob at the release's settings on the models the plain loop does not cover."""
+    model = world.size.model
+    plain = model == "sd21"
+    on = "" if plain else f" on {MODEL_TITLES[model]} (its t2i overlay's settings)"
+    found: dict[str, tuple[str, bool, Any]] = {}
+    if plain:
+        found["reference"] = ("plain diffusers + peft loop, fp32, no caches (the release's recipe)", True,
+                              lambda: reference(world, settings))
+    found |= {
+        "bob_same": (f"bob{on}, same settings (fp32, no caches)", not plain,
                      lambda: ours(world, settings, work / "same", precision="32-true", latent_cache=False)),
-        "bob_default": (f"bob, defaults ({settings.default_precision}, latent cache)", False,
+        "bob_default": (f"bob{on}, defaults ({settings.default_precision}, latent cache)", False,
                         lambda: ours(world, settings, work / "default", precision=settings.default_precision, latent_cache=True)),
-        "bob_latent_crops": (f"bob, defaults with the paper's random crops on the latent grid ({settings.default_precision})",
+        "bob_latent_crops": (f"bob{on}, defaults with the paper's random crops on the latent grid ({settings.default_precision})",
                              False, lambda: ours(world, settings, work / "latent_crops", precision=settings.default_precision,
                                                  latent_cache=True, latent_crops=True)),
     }
     if settings.compile:
         found["bob_compiled"] = (
-            f"bob, defaults + torch.compile ({settings.default_precision}, latent cache)", False,
+            f"bob{on}, defaults + torch.compile ({settings.default_precision}, latent cache)", False,
             lambda: ours(world, settings, work / "compiled", precision=settings.default_precision, latent_cache=True,
                          compile_unet=True),
         )

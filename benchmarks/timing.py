@@ -96,7 +96,8 @@ class ThroughputClock(Callback):
 
 @dataclass
 class VariantResult:
-    """All repetitions of one variant, and its peak memory."""
+    """All repetitions of one variant, and its peak memory. ``compared``: False for a variant on
+    another model than the reference's, which has no ratio to it."""
 
     name: str
     description: str
@@ -104,6 +105,7 @@ class VariantResult:
     runs: list[Run] = field(default_factory=list)
     peak_memory_mib: float | None = None
     memory_kind: str | None = None
+    compared: bool = True
 
     @property
     def median(self) -> float:
@@ -122,6 +124,7 @@ class VariantResult:
             "runs": [{**vars(r), "cpu_throughput": r.cpu_throughput} for r in self.runs],
             "peak_memory_mib": self.peak_memory_mib,
             "memory_kind": self.memory_kind,
+            "compared": self.compared,
         }
 
 

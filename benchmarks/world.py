@@ -50,7 +50,8 @@ class World:
         split_file: the saved few-shot split.
         caption_bank: caption bank folder of the training shots.
         synthetic: a finished synthetic set (classifier input).
-        stable_diffusion: diffusers folder of the random-weight SD model (None when not needed).
+        stable_diffusion: diffusers folder of the random-weight Stable Diffusion model of ``size.model``
+            (None when not needed).
         lora: folder with a random, non-zero ``pytorch_lora_weights.safetensors`` (None likewise).
         captioner: transformers folder of the random-weight Qwen2.5-VL (None likewise).
         class_names: class names in label order.
@@ -107,30 +108,29 @@ def write_synthetic_set(folder: Path, classes: list[str], per_class: int, side: 
     return folder
 
 
-def write_random_lora(stable_diffusion: Path, folder: Path, rank: int = 16, seed: int = 0) -> Path:
-    """A UNet + text-encoder LoRA with non-zero weights (peft starts B at zero, which would change nothing)."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+def write_random_lora(stable_diffusion: Path, folder: Path, model: str = "sd21", rank: int = 16, seed: int = 0) -> Path:
+    """An adapter with non-zero weights (peft starts B at zero, which would change nothing) on the layers
+    stage 2 adapts for ``model`` (`recipes.lora_targets`): the denoiser and every CLIP text encoder,
+    written by bob's own exporter in the model's pipeline format."""
+    from benchmarks.recipes import lora_targets
+    from bob.modules.diffusion.components import load_stable_diffusion
+    from bob.modules.diffusion.lora import attach_lora, save_lora_weights
 
     if (folder / "pytorch_lora_weights.safetensors").is_file():
         return folder
-    pipeline = StableDiffusionPipeline.from_pretrained(stable_diffusion, safety_checker=None, requires_safety_checker=False)
+    parts = load_stable_diffusion(str(stable_diffusion))
+    denoiser_targets, text_targets = lora_targets(model)
+    encoders = [e for e in (parts.text_encoder, parts.text_encoder_2) if e is not None]
     torch.manual_seed(seed)
-    pipeline.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    pipeline.text_encoder.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+    attach_lora(parts.denoiser, rank, rank, denoiser_targets, "gaussian", parts.denoiser_name)
+    for encoder in encoders:
+        attach_lora(encoder, rank, rank, text_targets, "gaussian", "text encoder")
     with torch.no_grad():
-        for module in (pipeline.unet, pipeline.text_encoder):
+        for module in (parts.denoiser, *encoders):
             for name, parameter in module.named_parameters():
                 if "lora_B" in name:
                     parameter.normal_(0.0, 0.02)
-    StableDiffusionPipeline.save_lora_weights(
-        folder,
-        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipeline.unet)),
-        text_encoder_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(pipeline.text_encoder)),
-        safe_serialization=True,
-    )
+    save_lora_weights(folder, parts.family, parts.denoiser, *encoders)
     return folder
 
 
@@ -139,7 +139,11 @@ def build_world(
     generate_per_class: int = 4, photo_size: tuple[int, int] | None = None, with_diffusion: bool = True,
     with_captioner: bool = True,
 ) -> World:
-    """Write (or reuse) the dataset, split, caption bank, synthetic set and the models asked for under ``root``."""
+    """Write (or reuse) the dataset, split, caption bank, synthetic set and the models asked for under ``root``.
+
+    The Stable Diffusion model is ``size.model``'s, in a folder named after it (``stable_diffusion`` for
+    SD 2.1, ``stable_diffusion_sdxl``...), so worlds of several models can share one root.
+    """
     root = Path(root)
     names = [f"variant-{i:02d}" for i in range(classes)]
     width, height = photo_size or (size.image_size * 3 // 2, size.image_size * 9 // 8)
@@ -170,7 +174,10 @@ def build_world(
         shots=shots, split_file=str(split_file), val_per_class=1,
     )
     prompts = [(item.prompt, item.seed) for item in planner.plan.items]
-    stable_diffusion = save_stable_diffusion(root / "stable_diffusion", size) if with_diffusion else None
+    suffix = "" if size.model == "sd21" else f"_{size.model}"
+    # SD 3.5 and SD-XL at the paper's size hold 8 and 3.5 billion parameters: bf16 on disk halves them.
+    dtype = torch.float32 if size.model == "sd21" or size.name == "tiny" else torch.bfloat16
+    stable_diffusion = save_stable_diffusion(root / f"stable_diffusion{suffix}", size, dtype=dtype) if with_diffusion else None
     return World(
         root=root,
         size=size,
@@ -179,7 +186,7 @@ def build_world(
         caption_bank=bank,
         synthetic=synthetic,
         stable_diffusion=stable_diffusion,
-        lora=write_random_lora(stable_diffusion, root / "lora") if stable_diffusion else None,
+        lora=write_random_lora(stable_diffusion, root / f"lora{suffix}", size.model) if stable_diffusion else None,
         captioner=save_captioner(root / "captioner", size) if with_captioner else None,
         class_names=names,
         shots=shots,

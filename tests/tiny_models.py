@@ -167,22 +167,11 @@ def save_tiny_stable_diffusion_xl(folder: str | Path, seed: int = 0) -> Path:
 
 
 def tiny_t5_tokenizer():
-    """A character-level T5 tokenizer (`tokenizers` Unigram model, no download) that
-    `AutoTokenizer` loads back from its ``tokenizer.json``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
+    """A character-level T5 tokenizer that `AutoTokenizer` loads back from its ``tokenizer.json``
+    (`benchmarks.architectures.t5_tokenizer`, which the benchmark's SD3 models use too)."""
+    from benchmarks.architectures import t5_tokenizer
 
-    specials = ["<pad>", "</s>", "<unk>"]
-    pieces = [(token, 0.0) for token in specials]
-    pieces += [(symbol, -1.0) for symbol in sorted(set(string.ascii_lowercase + string.digits + string.punctuation))]
-    pieces += [(chr(0x2581), -1.0)]  # SentencePiece's word-boundary mark
-    model = Tokenizer(models.Unigram(pieces, unk_id=2))
-    model.normalizer = normalizers.Lowercase()
-    model.pre_tokenizer = pre_tokenizers.Metaspace()
-    model.decoder = decoders.Metaspace()
-    model.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=model, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                           extra_ids=0, model_max_length=512)
+    return t5_tokenizer()
 
 
 def save_tiny_stable_diffusion_3(folder: str | Path, seed: int = 0) -> Path:

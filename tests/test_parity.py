@@ -136,7 +136,16 @@ def code_fact(name: str) -> Any:
     if name == "CONTEXT_TEMPLATE":
         return CONTEXT_TEMPLATE
     if name == "LoRAFineTuner.denoising_loss":
-        return "mse_loss" if "F.mse_loss(" in inspect.getsource(LoRAFineTuner.denoising_loss) else None
+        # SD 1.x / 2.x train on `DenoisingObjective`: an unweighted MSE to the noise target.
+        from diffusers import DDPMScheduler
+
+        from bob.modules.diffusion.objectives import DenoisingObjective
+
+        latents = torch.randn(4, 4, 8, 8)
+        step = DenoisingObjective(DDPMScheduler(num_train_timesteps=1000))(latents, torch.Generator().manual_seed(0))
+        prediction = torch.randn(latents.shape)
+        plain = torch.nn.functional.mse_loss(prediction, step.target)
+        return "mse_loss" if step.weighting is None and torch.equal(step.loss(prediction), plain) else None
     if name == "paper_train_transform.order":
         return [type(t).__name__ for t in paper_train_transform(224).transforms[:3]]
     if name == "test/acc of a 4 + 1 image test":

@@ -54,13 +54,37 @@ def tiny_clip_text_config(vocab_size: int, hidden_size: int = 32):
     )
 
 
+def tiny_clip_tokenizer_pair():
+    """Two CLIP tokenizers over one vocabulary, the second padding with ``!`` as SD-XL's and SD3's second does."""
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tokenizer_files:
+        tokenizer = tiny_clip_tokenizer(tokenizer_files)
+        tokenizer_2 = CLIPTokenizer(
+            str(Path(tokenizer_files) / "vocab.json"), str(Path(tokenizer_files) / "merges.txt"),
+            model_max_length=77, pad_token="!",
+        )
+    return tokenizer, tokenizer_2
+
+
+def tiny_vae(**overrides):
+    """A random `AutoencoderKL` for 64 px images (8x8x4 latents); ``overrides`` change its config."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**{
+        "in_channels": 3, "out_channels": 3, "block_out_channels": (16, 32, 32, 32),
+        "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "latent_channels": 4, "norm_num_groups": 8, "sample_size": 64, **overrides,
+    })
+
+
 def save_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
     """Save a random-weight Stable Diffusion pipeline (64 px images, 8x8 latents) as a diffusers folder.
 
     The UNet has the attention projections the paper's LoRA targets (``to_q``... ``add_k_proj``
     exists only in attention with added key/value projections, which SD 2.1 lacks too).
     """
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     folder = Path(folder)
@@ -80,16 +104,7 @@ def save_tiny_stable_diffusion(folder: str | Path, seed: int = 0) -> Path:
         attention_head_dim=8,
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-    )
+    vae = tiny_vae()
     scheduler = PNDMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
         set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000,
@@ -109,21 +124,15 @@ def save_tiny_stable_diffusion_xl(folder: str | Path, seed: int = 0) -> Path:
     the second text encoder has a projection and a tokenizer that pads with ``!`` as SD-XL's does.
     """
     from diffusers import (
-        AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tokenizer_files:
-        tokenizer = tiny_clip_tokenizer(tokenizer_files)
-        tokenizer_2 = CLIPTokenizer(
-            str(Path(tokenizer_files) / "vocab.json"), str(Path(tokenizer_files) / "merges.txt"),
-            model_max_length=77, pad_token="!",
-        )
+    tokenizer, tokenizer_2 = tiny_clip_tokenizer_pair()
     text_encoder = CLIPTextModel(tiny_clip_text_config(len(tokenizer)))
     text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_text_config(len(tokenizer)))
     time_embed_dim = 8
@@ -144,16 +153,7 @@ def save_tiny_stable_diffusion_xl(folder: str | Path, seed: int = 0) -> Path:
         projection_class_embeddings_input_dim=6 * time_embed_dim + 32,  # six size numbers + the pooled text
         norm_num_groups=8,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-    )
+    vae = tiny_vae()
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
         timestep_spacing="leading", num_train_timesteps=1000,
@@ -182,21 +182,15 @@ def save_tiny_stable_diffusion_3(folder: str | Path, seed: int = 0) -> Path:
     with a shift factor, so every step that real checkpoint takes is exercised.
     """
     from diffusers import (
-        AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tokenizer_files:
-        tokenizer = tiny_clip_tokenizer(tokenizer_files)
-        tokenizer_2 = CLIPTokenizer(
-            str(Path(tokenizer_files) / "vocab.json"), str(Path(tokenizer_files) / "merges.txt"),
-            model_max_length=77, pad_token="!",
-        )
+    tokenizer, tokenizer_2 = tiny_clip_tokenizer_pair()
     text_encoder = CLIPTextModelWithProjection(tiny_clip_text_config(len(tokenizer)))
     text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_text_config(len(tokenizer)))
     tokenizer_3 = tiny_t5_tokenizer()
@@ -210,12 +204,7 @@ def save_tiny_stable_diffusion_3(folder: str | Path, seed: int = 0) -> Path:
         caption_projection_dim=32, pooled_projection_dim=64,  # both CLIP projections side by side
         pos_embed_max_size=16, qk_norm="rms_norm", dual_attention_layers=(0,),
     )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4, norm_num_groups=8, sample_size=64, shift_factor=0.1, scaling_factor=1.5,
-        use_quant_conv=False, use_post_quant_conv=False,
-    )
+    vae = tiny_vae(shift_factor=0.1, scaling_factor=1.5, use_quant_conv=False, use_post_quant_conv=False)
     with torch.no_grad():
         # A trained VAE's posterior is nearly a point; a random one's is as wide as its mean,
         # which would put an irreducible floor under the flow-matching loss (its target holds the latents).

@@ -17,7 +17,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $(INSTALLED)
 
 test: $(INSTALLED)
-	$(OFFLINE) $(PY) -m pytest -q
+	$(OFFLINE) $(PY) -m pytest -q --durations=25
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check bob tests benchmarks main.py

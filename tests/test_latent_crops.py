@@ -120,3 +120,26 @@ def test_exact_latent_cache_encodes_every_image_before_training_and_then_loads_n
     batch = next(iter(cli.datamodule.train_dataloader()))
     assert "image" not in batch
     assert cli.model.latents(batch).shape == (2, 4, 8, 8)
+
+
+@pytest.mark.parametrize("vae_latents", ["sample", "mean"])
+def test_vae_latents_draws_from_the_posterior_or_takes_its_mean(tmp_path, tiny_sd_path, vae_latents):
+    world = make_world(tmp_path, shots=2)
+    config = fit_config(tmp_path, world, tiny_sd_path, trainer={"max_steps": 1}, model={"vae_latents": vae_latents})
+    cli = main(["fit", "-c", str(config)])
+    model = cli.model
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    posterior = model.latent_cache.posterior(list(batch["sample_id"]), None, model._posterior_parameters)
+    mean = posterior.mean * model.vae.config.scaling_factor
+    first, second = model.latents(batch), model.latents(batch)
+    if vae_latents == "mean":
+        assert torch.equal(first, mean) and torch.equal(second, mean)
+    else:
+        assert not torch.allclose(first, second) and not torch.allclose(first, mean)
+
+
+def test_vae_latents_refuses_an_unknown_choice():
+    from bob.modules.diffusion.finetuner import LoRAFineTuner
+
+    with pytest.raises(ValueError, match="vae_latents='mode'"):
+        LoRAFineTuner(vae_latents="mode")

@@ -88,6 +88,7 @@ ROWS: dict[str, list[tuple[tuple[str, ...] | None, str, Any]]] = {
     ])],
     "t2i.precision": [(T2I, "trainer.precision", "bf16-mixed")],
     "t2i.loss": [(None, "LoRAFineTuner.denoising_loss", "mse_loss")],
+    "t2i.latents": [(T2I, f"{M}vae_latents", "sample")],
     "generate.count": [(GENERATE, f"{D}images_per_class", 100)],
     "generate.longtail_count": [(FLOWERS_LT, f"{D}top_up_to", 200), (FLOWERS_LT, f"{D}real_repeats", 5),
                                 (stage("predict", "generate", "datasets/cub_lt"), f"{D}real_repeats", 6)],

@@ -1,6 +1,7 @@
 """The toy prior: its pretraining stages run through the CLI, and the shipped folder is a normal pipeline."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -89,6 +90,11 @@ def test_pretraining_command_skips_finished_vae_rounds_and_continues_stage_b(tmp
     calls.clear()
     pretrain.main(["--output", "out", "--skip-vae", "--restart"])
     assert len(calls) == 1 and not any(a.startswith("--ckpt_path") for a in calls[0])
+    calls.clear()
+    pretrain.main(["--output", "out", "--skip-vae", "--restart", "--accelerator", "gpu", "--max-minutes", "90.5"])
+    assert calls[0][-2:] == ["--trainer.accelerator=gpu", "--trainer.max_time=00:01:30:30"]
+    with pytest.raises(SystemExit):
+        pretrain.main(["--output", "out", "--max-minutes", "0"])
 
 
 def test_round_trip_ceiling_is_the_oracle_accuracy_through_the_autoencoder():
@@ -130,7 +136,28 @@ def test_vae_eval_reports_the_ceiling_of_each_autoencoder(tmp_path, capsys):
     row = results[str(tmp_path / "vae")]
     assert 0.0 <= row["oracle_after_round_trip"] <= 1.0
     assert row["share_of_render_accuracy"] == row["oracle_after_round_trip"] / results["oracle_on_renders"]
+    assert row["posterior_std"] > 0 and row["mean_std"] > 0
     assert json.loads(capsys.readouterr().out) == results
+
+
+def test_posterior_spread_compares_the_posterior_width_with_the_spread_of_its_means():
+    from types import SimpleNamespace
+
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from bob.toyworld.round_trip import posterior_spread, random_scenes
+    from bob.toyworld.variants import FEWSHOT_VARIANTS
+
+    class Encoder:  # the mean is each image's average pixel, the standard deviation 0.5 everywhere
+        def encode(self, pixels):
+            mean = pixels.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 4, 8, 8)
+            self.means = mean
+            return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(torch.cat([mean, torch.full_like(mean, 2 * math.log(0.5))], 1)))
+
+    encoder = Encoder()
+    spread = posterior_spread(encoder, random_scenes(FEWSHOT_VARIANTS[:6], seed=0))
+    assert spread["posterior_std"] == pytest.approx(0.5)
+    assert spread["mean_std"] == pytest.approx(float(encoder.means.std())) and spread["mean_std"] > 0
 
 
 def test_v_prediction_prior_is_trained_to_and_sampled_from_pure_noise():

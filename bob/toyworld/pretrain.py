@@ -24,14 +24,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-rounds", type=int, default=1, help="rounds of stage A, each continuing the last")
     parser.add_argument("--restart", action="store_true", help="start stage B over instead of continuing its last checkpoint")
     parser.add_argument("--steps", type=int, default=None, help="stage B's total steps (default: configs/toyworld/prior.yaml's)")
+    parser.add_argument(
+        "--accelerator", default="cpu", help="Lightning accelerator of both stages (cpu, gpu, auto); the recipe is the same"
+    )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None,
+        help="stop stage B after this many minutes of training and export what it has (run again to go on)",
+    )
     args = parser.parse_args(argv)
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        parser.error(f"--max-minutes must be positive, got {args.max_minutes}")
+    device = [f"--trainer.accelerator={args.accelerator}"] if args.accelerator != "cpu" else []
+    time_limit = [f"--trainer.max_time={lightning_duration(args.max_minutes)}"] if args.max_minutes else []
     rounds = [f"runs/toyworld/prior_vae/round{i + 1}" for i in range(args.vae_rounds)]
     for i, folder in enumerate([] if args.skip_vae else rounds):
         if _finished(folder):
             print(f"{folder} is complete; skipping this VAE round (delete it to train it again)")
             continue
         init = [f"--model.init_args.init_from={rounds[i - 1]}"] if i else []
-        cli_main(["fit", "-c", str(CONFIGS / "prior_vae.yaml"), f"--model.init_args.output_dir={folder}", *init])
+        cli_main(["fit", "-c", str(CONFIGS / "prior_vae.yaml"), f"--model.init_args.output_dir={folder}", *init, *device])
     vae = rounds[-1]
     # Stage B is long: a stopped run goes on from its last checkpoint (optimizer, EMA and step
     # count included) when the same command is run again.
@@ -41,8 +52,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"continuing stage B from {last} (--restart to start it over)")
     cli_main([
         "fit", "-c", str(CONFIGS / "prior.yaml"), f"--model.init_args.vae={vae}", f"--model.init_args.output_dir={args.output}",
-        *resume, *([f"--trainer.max_steps={args.steps}"] if args.steps else []),
+        *resume, *([f"--trainer.max_steps={args.steps}"] if args.steps else []), *device, *time_limit,
     ])
+
+
+def lightning_duration(minutes: float) -> str:
+    """``minutes`` as the DD:HH:MM:SS string of Lightning's ``Trainer(max_time=...)``."""
+    seconds = round(minutes * 60)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    return f"{days:02d}:{hours:02d}:{seconds // 60:02d}:{seconds % 60:02d}"
 
 
 def _finished(vae_round: str) -> bool:

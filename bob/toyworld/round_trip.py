@@ -30,6 +30,20 @@ def vae_round_trip(vae, scenes: Sequence[Scene], batch_size: int = 64) -> tuple[
     return renders, ((decoded + 1) / 2).clamp(0, 1)
 
 
+@torch.no_grad()
+def posterior_spread(vae, scenes: Sequence[Scene]) -> dict[str, float]:
+    """How wide ``vae``'s posterior is next to the spread of its means, on the renders of ``scenes``.
+
+    ``posterior_std`` is the posterior's standard deviation averaged over latent elements,
+    ``mean_std`` the standard deviation of the posterior means over all images and elements
+    (both unscaled). A ratio near 0 makes a draw from the posterior its mean; the toy prior's UNet
+    is pretrained on means, so a wide posterior matters to whatever trains on draws.
+    """
+    renders = torch.from_numpy(np.stack([np.asarray(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
+    posterior = vae.encode(renders * 2 - 1).latent_dist
+    return {"posterior_std": float(posterior.std.mean()), "mean_std": float(posterior.mean.std())}
+
+
 def load_prior_vae(folder: str):
     """The `AutoencoderKL` of a toy prior: a pipeline folder (its ``vae/``) or a VAE folder itself."""
     from pathlib import Path

@@ -91,7 +91,7 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: 
     return "\n".join(lines)
 
 
-def _class_names(pipeline: ToyWorldPipeline) -> list[str]:
+def class_names_of(pipeline: ToyWorldPipeline) -> list[str]:
     return json.loads((pipeline.data_root / "manifest.json").read_text(encoding="utf-8"))["class_names"]
 
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
         pipeline = ToyWorldPipeline(out / f"seed{seed}", settings)
         summary = pipeline.run()
         runs[seed] = {**summary, "dependence": measure_and_report(pipeline, summary)}
-        runs[seed]["class_fidelity"] = class_fidelity(pipeline, oracle, _class_names(pipeline))
+        runs[seed]["class_fidelity"] = class_fidelity(pipeline, oracle, class_names_of(pipeline))
         atomic_write_json(out / "runs.json", runs)
     prior = runs[args.seeds[0]]["prior"]
     text = summarize(runs, oracle.render_accuracy, oracle_round_trip_accuracy(load_prior_vae(prior), oracle))

@@ -10,7 +10,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bob.toyworld.demo
 
 from bob.toyworld.oracle import ClassOracle  # noqa: E402
-from bob.toyworld.round_trip import load_prior_vae, oracle_round_trip_accuracy  # noqa: E402
+from bob.toyworld.round_trip import (  # noqa: E402
+    load_prior_vae,
+    oracle_round_trip_accuracy,
+    posterior_spread,
+    random_scenes,
+)
+from bob.toyworld.variants import FEWSHOT_VARIANTS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -22,9 +28,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     oracle = ClassOracle(renders_per_class=args.oracle_renders, steps=args.oracle_steps)
     results = {"oracle_on_renders": oracle.render_accuracy}
+    spread_scenes = random_scenes([v for v in FEWSHOT_VARIANTS for _ in range(args.per_class)], seed=99)
     for folder in args.vaes:
-        accuracy = oracle_round_trip_accuracy(load_prior_vae(folder), oracle, args.per_class)
-        results[folder] = {"oracle_after_round_trip": accuracy, "share_of_render_accuracy": accuracy / oracle.render_accuracy}
+        vae = load_prior_vae(folder)
+        accuracy = oracle_round_trip_accuracy(vae, oracle, args.per_class)
+        results[folder] = {
+            "oracle_after_round_trip": accuracy, "share_of_render_accuracy": accuracy / oracle.render_accuracy,
+            **posterior_spread(vae, spread_scenes),
+        }
     print(json.dumps(results, indent=2))
     return results
 

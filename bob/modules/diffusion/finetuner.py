@@ -146,6 +146,10 @@ class LoRAFineTuner(LightningModule):
             grid"), so it is opt-in. Excludes ``latent_cache_views``.
         gradient_checkpointing: recompute activations in the backward pass (less memory, ~30%
             slower).
+        vae_latents: which latent of a training image's VAE posterior the denoiser learns:
+            ``sample`` draws one, as diffusers' training scripts do; ``mean`` takes the mean,
+            for a base model pretrained on posterior means whose VAE posterior is wide (the toy
+            prior's: standard deviation 0.40 against 0.91 across latents; docs/toyworld.md).
         flow_weighting_scheme: SD3 only: how flow-matching timesteps are drawn and the loss
             weighted (diffusers' SD3 schemes; ``logit_normal`` is the SD3 paper's and diffusers'
             default, ``uniform`` draws uniformly with no weighting).
@@ -186,10 +190,13 @@ class LoRAFineTuner(LightningModule):
         latent_cache_views: int | None = None,
         latent_crops: bool = False,
         gradient_checkpointing: bool = False,
+        vae_latents: Literal["sample", "mean"] = "sample",
         flow_weighting_scheme: WeightingScheme = "logit_normal",
         compile_unet: bool = False,
     ):
         super().__init__()
+        if vae_latents not in ("sample", "mean"):
+            raise ValueError(f"vae_latents={vae_latents!r}: use 'sample' (a draw from the VAE posterior) or 'mean'")
         optimizer, optimizer_spec = factory_argument(optimizer, torch.optim.Optimizer, "the LoRA fine-tuner's optimizer")
         # A spec, not the factory: hyperparameters go into checkpoints, YAML and the logger's config.
         self.save_hyperparameters(ignore=["optimizer"])
@@ -556,7 +563,8 @@ class LoRAFineTuner(LightningModule):
         return self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist.parameters
 
     def latents(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scaled VAE latents of the batch's images (uint8, or float in [0, 1]), sampled from the posterior.
+        """Scaled VAE latents of the batch's images (uint8, or float in [0, 1]), drawn from the posterior
+        (its mean with ``vae_latents="mean"``).
 
         ``(sample - shift_factor) * scaling_factor``, as the pipeline undoes it before decoding
         (SD3's VAE has a shift; SD 1.x / 2.x / XL's have none)."""
@@ -576,7 +584,8 @@ class LoRAFineTuner(LightningModule):
             else:
                 posterior = DiagonalGaussianDistribution(self._posterior_parameters(images))
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return (posterior.sample(generator) - shift) * self.vae.config.scaling_factor, corners
+        latent = posterior.mean if self.hparams.vae_latents == "mean" else posterior.sample(generator)
+        return (latent - shift) * self.vae.config.scaling_factor, corners
 
     def size_conditioning(
         self, batch: dict[str, Any], corners: list[tuple[int, int]] | None, height: int, width: int

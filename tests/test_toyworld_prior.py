@@ -151,11 +151,11 @@ def test_posterior_spread_compares_the_posterior_width_with_the_spread_of_its_me
     class Encoder:  # the mean is each image's average pixel, the standard deviation 0.5 everywhere
         def encode(self, pixels):
             mean = pixels.mean(dim=(1, 2, 3), keepdim=True).expand(-1, 4, 8, 8)
-            self.means = mean
+            self.means = torch.cat([self.means, mean]) if hasattr(self, "means") else mean
             return SimpleNamespace(latent_dist=DiagonalGaussianDistribution(torch.cat([mean, torch.full_like(mean, 2 * math.log(0.5))], 1)))
 
     encoder = Encoder()
-    spread = posterior_spread(encoder, random_scenes(FEWSHOT_VARIANTS[:6], seed=0))
+    spread = posterior_spread(encoder, random_scenes(FEWSHOT_VARIANTS[:6], seed=0), batch_size=4)  # two batches
     assert spread["posterior_std"] == pytest.approx(0.5)
     assert spread["mean_std"] == pytest.approx(float(encoder.means.std())) and spread["mean_std"] > 0
 

@@ -31,7 +31,7 @@ def vae_round_trip(vae, scenes: Sequence[Scene], batch_size: int = 64) -> tuple[
 
 
 @torch.no_grad()
-def posterior_spread(vae, scenes: Sequence[Scene]) -> dict[str, float]:
+def posterior_spread(vae, scenes: Sequence[Scene], batch_size: int = 64) -> dict[str, float]:
     """How wide ``vae``'s posterior is next to the spread of its means, on the renders of ``scenes``.
 
     ``posterior_std`` is the posterior's standard deviation averaged over latent elements,
@@ -40,8 +40,11 @@ def posterior_spread(vae, scenes: Sequence[Scene]) -> dict[str, float]:
     is pretrained on means, so a wide posterior matters to whatever trains on draws.
     """
     renders = torch.from_numpy(np.stack([np.asarray(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
-    posterior = vae.encode(renders * 2 - 1).latent_dist
-    return {"posterior_std": float(posterior.std.mean()), "mean_std": float(posterior.mean.std())}
+    posteriors = [vae.encode(x * 2 - 1).latent_dist for x in renders.split(batch_size)]
+    return {
+        "posterior_std": float(torch.cat([p.std for p in posteriors]).mean()),
+        "mean_std": float(torch.cat([p.mean for p in posteriors]).std()),
+    }
 
 
 def load_prior_vae(folder: str):

@@ -21,11 +21,16 @@ def random_scenes(variants: Sequence[Variant], seed: int) -> list[Scene]:
     return [Scene(v, rng.randrange(len(BACKGROUNDS)), rng.randrange(len(POSES)), rng.randrange(2**31)) for v in variants]
 
 
+def render_tensor(scenes: Sequence[Scene]) -> Tensor:
+    """The renders of ``scenes`` as one float N x 3 x H x W tensor in [0, 1]."""
+    return torch.from_numpy(np.stack([np.asarray(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
+
+
 @torch.no_grad()
 def vae_round_trip(vae, scenes: Sequence[Scene], batch_size: int = 64) -> tuple[Tensor, Tensor]:
     """The renders of ``scenes`` and the same images encoded and decoded by ``vae`` (a diffusers
     `AutoencoderKL`), both float N x 3 x H x W in [0, 1]."""
-    renders = torch.from_numpy(np.stack([np.asarray(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
+    renders = render_tensor(scenes)
     decoded = torch.cat([vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample for x in renders.split(batch_size)])
     return renders, ((decoded + 1) / 2).clamp(0, 1)
 
@@ -39,7 +44,7 @@ def posterior_spread(vae, scenes: Sequence[Scene], batch_size: int = 64) -> dict
     (both unscaled). A ratio near 0 makes a draw from the posterior its mean; the toy prior's UNet
     is pretrained on means, so a wide posterior matters to whatever trains on draws.
     """
-    renders = torch.from_numpy(np.stack([np.asarray(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
+    renders = render_tensor(scenes)
     posteriors = [vae.encode(x * 2 - 1).latent_dist for x in renders.split(batch_size)]
     return {
         "posterior_std": float(torch.cat([p.std for p in posteriors]).mean()),

@@ -22,3 +22,8 @@ def test_lora_fidelity_runs_the_recipe_with_its_overrides_and_measures_the_set(t
     assert 0.0 <= result["class_fidelity"] <= 1.0 and 0.0 <= result["home_rate"] <= 1.0
     assert result["lora_overrides"] == ["--model.init_args.unet_rank=4"]
     assert json.loads((out / "lora_fidelity.json").read_text()) == result
+    reading = result["diffusion_classifier_on_shots"]
+    shots = json.loads((out / "data" / "split.json").read_text())["train"]
+    assert reading["images"] == len(shots) and reading["chance"] == 0.25  # every training shot, 4 classes
+    assert set(reading["by_timestep"]) == {"300", "500", "700", "900"}
+    assert 0.0 <= reading["all_timesteps"] <= 1.0 and result["name_distinctness"] > 0.0

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import CLIPTokenizer
@@ -41,6 +42,7 @@ def test_pretraining_stages_export_a_loadable_pipeline(tmp_path):
     assert json.loads((prior_dir / "training.json").read_text())["hyperparameters"]["object_weight"] == 5
     assert "2 steps at batch 4" in card and "python -m bob.toyworld.pretrain" in card
     assert "velocity MSE" in card and "zero terminal SNR, v-prediction" in card  # the shipped config's recipe
+    assert "Trained with the UNet." in card and "(UNet and text encoder; VAE above)" in card
     pipeline = StableDiffusionPipeline.from_pretrained(prior_dir, safety_checker=None)
     assert pipeline.unet.dtype == torch.float32  # stored in fp16, loaded as fp32 on a CPU
     assert pipeline.scheduler.config.timestep_spacing == "trailing"
@@ -65,7 +67,7 @@ def test_shipped_prior_is_small_complete_and_uses_the_world_vocabulary(tmp_path)
     assert shipped.get_vocab() == json.loads((tmp_path / "vocab.json").read_text())
 
 
-def test_pretraining_command_skips_finished_vae_rounds_and_continues_stage_b(tmp_path, monkeypatch):
+def test_pretraining_command_skips_finished_vae_rounds_and_continues_stage_b(tmp_path, monkeypatch, capsys):
     from bob.toyworld import pretrain
     from bob.toyworld.model_card import write_training_facts
 
@@ -85,6 +87,7 @@ def test_pretraining_command_skips_finished_vae_rounds_and_continues_stage_b(tmp
     assert "prior_vae.yaml" in calls[0][2] and "prior.yaml" in calls[1][2]  # unfinished round runs again
     assert "--ckpt_path=runs/toyworld/prior_checkpoints/last.ckpt" in calls[1]
     calls.clear()
+    (tmp_path / "runs/toyworld/prior_vae/round1/config.json").write_text("{}")  # the round's VAE
     pretrain.main(["--output", "out", "--skip-vae", "--steps", "5000"])  # continue further than the config says
     assert calls[0][-2:] == ["--ckpt_path=runs/toyworld/prior_checkpoints/last.ckpt", "--trainer.max_steps=5000"]
     calls.clear()
@@ -95,6 +98,30 @@ def test_pretraining_command_skips_finished_vae_rounds_and_continues_stage_b(tmp
     assert calls[0][-2:] == ["--trainer.accelerator=gpu", "--trainer.max_time=00:01:30:30"]
     with pytest.raises(SystemExit):
         pretrain.main(["--output", "out", "--max-minutes", "0"])
+    # A lever run keeps its own checkpoints (continued from there) and passes its overrides on.
+    (tmp_path / "lever").mkdir()
+    (tmp_path / "lever/last.ckpt").write_bytes(b"")
+    calls.clear()
+    pretrain.main(["--output", "out", "--skip-vae", "--checkpoints", "lever", "--set=--model.init_args.train_text_encoder=false"])
+    assert calls[0][-3:] == [
+        "--trainer.callbacks.init_args.dirpath=lever", "--model.init_args.train_text_encoder=false", "--ckpt_path=lever/last.ckpt",
+    ]
+    # Skipping stage A needs its VAE, or another one named.
+    (tmp_path / "runs/toyworld/prior_vae/round1/config.json").unlink()
+    with pytest.raises(SystemExit):
+        pretrain.main(["--output", "out", "--skip-vae"])
+    assert "holds no VAE" in capsys.readouterr().err
+    calls.clear()
+    pretrain.main(["--output", "out", "--skip-vae", "--set=--model.init_args.vae=shipped/vae"])
+    assert "--model.init_args.vae=shipped/vae" in calls[0]
+
+
+def test_a_checkpoint_folder_override_reaches_the_prior_configs_checkpoint_callback():
+    from pathlib import Path
+
+    cli = main(["-c", str(default_configs() / "prior.yaml"), "--trainer.callbacks.init_args.dirpath=elsewhere",
+                "--trainer.logger=false"], run=False)
+    assert Path(cli.trainer.checkpoint_callback.dirpath).name == "elsewhere"
 
 
 def test_round_trip_ceiling_is_the_oracle_accuracy_through_the_autoencoder():
@@ -216,3 +243,75 @@ def test_broad_pool_is_rendered_once_and_read_back_from_its_cache(tmp_path, monk
     other = broad_world.BroadWorldDataModule(pool_size=6, seed=4, cache_dir=str(tmp_path))
     with pytest.raises(AssertionError, match="rendered again"):
         other.setup("fit")
+
+
+def test_frozen_text_encoder_stays_at_its_initialisation_while_the_unet_trains():
+    from bob.toyworld.pretrain_prior import ToyPriorPretraining
+
+    torch.manual_seed(0)
+    module = ToyPriorPretraining(
+        vae=str(default_prior() / "vae"), unet_channels=(32, 32, 32, 32), plain_levels=2, text_hidden_size=32,
+        train_text_encoder=False, prediction_type="v_prediction", zero_terminal_snr=True, warmup_steps=0,
+        optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2}},
+    )
+    module.configure_model()
+    text_before = {k: v.clone() for k, v in module.text_encoder.state_dict().items()}
+    unet_before = {k: v.clone() for k, v in module.unet.state_dict().items()}
+    optimizer = module.configure_optimizers()["optimizer"]
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert trained == {id(p) for p in module.unet.parameters()}  # the text encoder is not optimised
+    batch = {"image": torch.rand(2, 3, 64, 64), "index": torch.tensor([0, 1]),
+             "caption": ["an aircraft photo of a jetliner", "an aircraft photo of a glider"]}
+    for _ in range(2):
+        optimizer.zero_grad()
+        module.training_step(batch, 0).backward()
+        optimizer.step()
+        module._update_ema()
+    assert all(torch.equal(v, module.text_encoder.state_dict()[k]) for k, v in text_before.items())
+    assert module.ema_text_encoder is module.text_encoder  # what is exported is the frozen encoder
+    assert any(not torch.equal(v, module.unet.state_dict()[k]) for k, v in unet_before.items())
+    # A run with a trained text encoder is not continued as one with a frozen encoder.
+    with pytest.raises(ValueError, match="train_text_encoder=True"):
+        module.on_load_checkpoint({"hyper_parameters": {"prediction_type": "v_prediction", "zero_terminal_snr": True}})
+
+
+def test_pooled_text_reaches_the_unet_without_cross_attention_and_loads_in_the_pipeline(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from bob.toyworld.model_card import model_card
+    from bob.toyworld.prior_parts import build_unet
+
+    shipped = StableDiffusionPipeline.from_pretrained(str(default_prior()), safety_checker=None, dtype=torch.float32)
+    torch.manual_seed(1)
+    text = torch.randn(2, shipped.tokenizer.model_max_length, 128)  # two prompts' encodings
+    latents, t = torch.randn(1, 4, 32, 32).repeat(2, 1, 1, 1), torch.tensor([500, 500])
+    outputs = {}
+    for pooled in (False, True):
+        torch.manual_seed(0)
+        unet = build_unet((32, 32, 32, 32), 128, 32, 4, plain_levels=2, pooled_text=pooled)
+        assert (unet.config.addition_embed_type == "text") is pooled
+        # With cross-attention silenced, only the pooled path can carry the prompt.
+        for name, parameter in unet.named_parameters():
+            if "attn2.to_out" in name:
+                torch.nn.init.zeros_(parameter)
+        with torch.no_grad():
+            outputs[pooled] = unet(latents, t, text).sample
+    assert torch.allclose(outputs[False][0], outputs[False][1])
+    assert (outputs[True][0] - outputs[True][1]).abs().max() > 1e-4
+    assert "added to the timestep embedding" in model_card({}, {}, {**shipped.components, "unet": unet}, "x")
+    # The real pipeline runs such a UNet unchanged.
+    folder = tmp_path / "prior"
+    shipped.save_pretrained(folder)
+    unet.save_pretrained(folder / "unet")
+    reloaded = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, dtype=torch.float32)
+    assert reloaded.unet.config.addition_embed_type == "text"
+    image = reloaded("an aircraft photo of a glider", num_inference_steps=2, height=64, width=64, output_type="np").images[0]
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all()
+
+
+def test_prior_eval_reports_name_distinctness_for_families_broad_and_fewshot_names():
+    from bob.toyworld.prior_eval import name_distinctness_by_kind
+
+    rows = name_distinctness_by_kind(str(default_prior()))["name_distinctness"]
+    assert set(rows) == {"families", "broad_names", "fewshot_names"}
+    assert all(0.0 < value < 2.0 for value in rows.values())

@@ -7,7 +7,11 @@ synthetic set drawn from class-only prompts, and then
 - *class fidelity*: the share of the synthetic images the class oracle reads as their class
   (chance 1 / classes; its ceiling is the oracle's accuracy after a VAE round trip);
 - the *home-background rate* of the synthetic set (the share drawn in their class's home
-  background, chance 1/8): whether the LoRA carried the shots' bias into its samples.
+  background, chance 1/8): whether the LoRA carried the shots' bias into its samples;
+- how the fine-tuned model reads the class names, before any sampling (`bob.toyworld.name_reading`):
+  their distinctness in its text encoder, and the diffusion-classifier accuracy of its denoiser on
+  the training shots (chance 1 / classes). Near-chance accuracy on the very images it was tuned
+  on says the denoiser ignores the name, whatever the recipe.
 
 It skips the classifiers, so one recipe costs a LoRA fit and a generation. Results go to
 ``<out>/lora_fidelity.json``.
@@ -27,12 +31,37 @@ os.environ.setdefault("WANDB_MODE", "offline")
 from bob.atomic import atomic_write_json  # noqa: E402
 from bob.toyworld.dataset import SPLIT_FILE  # noqa: E402
 from bob.toyworld.meter import ContextMeter  # noqa: E402
+from bob.toyworld.name_reading import diffusion_classifier_accuracy, name_distinctness  # noqa: E402
 from bob.toyworld.oracle import ClassOracle  # noqa: E402
 from bob.toyworld.pipeline import PipelineSettings, ToyWorldPipeline  # noqa: E402
 from bob.toyworld.report import measure_records, synthetic_records  # noqa: E402
 from bob.toyworld.science import class_fidelity, class_names_of  # noqa: E402
 
 ARM = "datadream"
+
+
+def name_reading_after_tuning(pipeline: ToyWorldPipeline, names: list[str]) -> dict[str, Any]:
+    """Name distinctness and the diffusion classifier on the training shots, base prior plus the LoRA."""
+    import json
+
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+
+    folder = pipeline.out / "lora" / ARM
+    tuned = StableDiffusionPipeline.from_pretrained(pipeline.prior, safety_checker=None, dtype=torch.float32)
+    tuned.load_lora_weights(str(folder), weight_name="pytorch_lora_weights.safetensors")
+    tuned.fuse_lora(lora_scale=1.0)
+    shots = json.loads((pipeline.data_root / SPLIT_FILE).read_text(encoding="utf-8"))["train"]
+    # The world renders at the size the LoRA was tuned at, so the shots are read as they are.
+    pixels = torch.from_numpy(np.stack([
+        np.asarray(Image.open(pipeline.data_root / path).convert("RGB"), np.float32) / 255
+        for path, _ in shots
+    ])).permute(0, 3, 1, 2)
+    labels = torch.tensor([names.index(name) for _, name in shots])
+    return {"name_distinctness": name_distinctness(tuned, names),
+            "diffusion_classifier_on_shots": diffusion_classifier_accuracy(tuned, pixels, labels, names)}
 
 
 def measure(pipeline: ToyWorldPipeline, oracle: ClassOracle) -> dict[str, Any]:
@@ -49,6 +78,7 @@ def measure(pipeline: ToyWorldPipeline, oracle: ClassOracle) -> dict[str, Any]:
         "chance": 1.0 / len(names),
         "oracle_on_renders": oracle.render_accuracy,
         "home_rate": dependence["home_rate"],
+        **name_reading_after_tuning(pipeline, names),
         "images": len(records),
         "lora_overrides": pipeline.settings.extra.get(f"lora_{ARM}", []),
         "seconds": pipeline.timings,
@@ -82,7 +112,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"class fidelity {result['class_fidelity']:.1%} of {result['images']} images (chance {result['chance']:.1%}, "
         f"oracle on renders {result['oracle_on_renders']:.1%}); home-background rate {result['home_rate']:.3f} "
-        f"(chance 0.125); written to {Path(args.out) / 'lora_fidelity.json'}"
+        f"(chance 0.125); diffusion classifier on the shots "
+        f"{result['diffusion_classifier_on_shots']['all_timesteps']:.1%}, name distinctness {result['name_distinctness']:.3f}; "
+        f"written to {Path(args.out) / 'lora_fidelity.json'}"
     )
     return result
 

@@ -70,18 +70,19 @@ variant's model name, the background and the pose, in the prompt forms of bob's 
 empty for classifier-free guidance. No few-shot class name appears in any caption.
 
 ## Model
-- UNet: {_count(unet)} parameters, latents {latent}, cross-attention at {_attention_grids(unet, int(latent.split("x")[0]))}.
+- UNet: {_count(unet)} parameters, latents {latent}, cross-attention at {_attention_grids(unet, int(latent.split("x")[0]))}{_pooled_text_clause(unet)}.
 - Text encoder: {_count(parts['text_encoder'])} parameters; word-level BPE vocabulary of
   {len(parts['tokenizer'])} tokens learned from the world's caption words. Every model name, of the
   broad world and of the few-shot classes, is one token; the few-shot names' embeddings are never
   trained here (no caption holds them), and any other name splits into known pieces.
+  {_text_encoder_line(hyper)}
 - VAE: {_count(vae)} parameters, 64x64x3 <-> {latent}; {vae_line}.
 - EMA of the training weights; UNet and VAE stored in fp16, text encoder in fp32; all load as fp32
   by default.
 
 ## Training
 - {facts.get('steps')} steps at batch {facts.get('batch_size')}, {facts.get('wall_time_minutes')} min
-  wall time on {facts.get('torch_threads')} CPU threads (UNet and text encoder; VAE above).
+  wall time on {facts.get('torch_threads')} CPU threads ({"UNet and text encoder" if hyper.get("train_text_encoder", True) else "UNet"}; VAE above).
 - Final training loss (moving average, {_loss_name(hyper)}): {facts.get('final_loss_ema')}.
 - {_schedule_line(hyper)}; hyperparameters:
   `{json.dumps(facts.get('hyperparameters', {}), sort_keys=True)}`
@@ -145,3 +146,16 @@ def _schedule_line(hyperparameters: dict) -> str:
                 "timesteps from pure noise")
     target = "v-prediction" if hyperparameters.get("prediction_type") == "v_prediction" else "epsilon prediction"
     return f"DDPM cosine noise schedule, {target}"
+
+
+def _pooled_text_clause(unet) -> str:
+    if unet.config.get("addition_embed_type") == "text":
+        return "; a pooling of the prompt's encoding is also added to the timestep embedding"
+    return ""
+
+
+def _text_encoder_line(hyperparameters: dict) -> str:
+    if hyperparameters.get("train_text_encoder", True):
+        return "Trained with the UNet."
+    return ("Frozen at its seeded random initialisation, as Stable Diffusion keeps its text encoder frozen: "
+            "it keeps every name, seen in training or not, apart from the others.")

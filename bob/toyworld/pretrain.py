@@ -14,7 +14,7 @@ from bob.cli import main as cli_main  # noqa: E402
 
 CONFIGS = Path("configs/toyworld")
 #: where configs/toyworld/prior.yaml keeps stage B's checkpoints.
-CHECKPOINTS = Path("runs/toyworld/prior_checkpoints")
+CHECKPOINTS = "runs/toyworld/prior_checkpoints"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> None:
         "--max-minutes", type=float, default=None,
         help="stop stage B after this many minutes of training and export what it has (run again to go on)",
     )
+    parser.add_argument(
+        "--checkpoints", default=CHECKPOINTS,
+        help="stage B's checkpoint folder, continued from when it has a last.ckpt (another one for a run with other settings)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="OVERRIDE", dest="overrides",
+        help="a LightningCLI override of stage B, e.g. --set=--model.init_args.train_text_encoder=false (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.max_minutes is not None and args.max_minutes <= 0:
         parser.error(f"--max-minutes must be positive, got {args.max_minutes}")
@@ -44,15 +52,22 @@ def main(argv: list[str] | None = None) -> None:
         init = [f"--model.init_args.init_from={rounds[i - 1]}"] if i else []
         cli_main(["fit", "-c", str(CONFIGS / "prior_vae.yaml"), f"--model.init_args.output_dir={folder}", *init, *device])
     vae = rounds[-1]
+    if args.skip_vae and not (Path(vae) / "config.json").is_file() and not any("init_args.vae=" in o for o in args.overrides):
+        parser.error(
+            f"--skip-vae: {vae} holds no VAE; train it (leave out --skip-vae), or give stage B another one, "
+            "e.g. the shipped prior's: --set=--model.init_args.vae=bob/toyworld/prior/vae"
+        )
     # Stage B is long: a stopped run goes on from its last checkpoint (optimizer, EMA and step
     # count included) when the same command is run again.
-    last = CHECKPOINTS / "last.ckpt"
+    last = Path(args.checkpoints) / "last.ckpt"
     resume = [f"--ckpt_path={last}"] if last.is_file() and not args.restart else []
     if resume:
         print(f"continuing stage B from {last} (--restart to start it over)")
+    # The checkpoint callback is the config's last callback, which a list-item override reaches.
+    checkpoints = [] if args.checkpoints == CHECKPOINTS else [f"--trainer.callbacks.init_args.dirpath={args.checkpoints}"]
     cli_main([
         "fit", "-c", str(CONFIGS / "prior.yaml"), f"--model.init_args.vae={vae}", f"--model.init_args.output_dir={args.output}",
-        *resume, *([f"--trainer.max_steps={args.steps}"] if args.steps else []), *device, *time_limit,
+        *checkpoints, *args.overrides, *resume, *([f"--trainer.max_steps={args.steps}"] if args.steps else []), *device, *time_limit,
     ])
 
 

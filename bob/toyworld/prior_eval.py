@@ -188,6 +188,22 @@ def name_conditioning(prior: str, images: int = 96, timesteps: tuple[int, ...] =
     return {"name_conditioning_loss": rows, "name_conditioning_images": images}
 
 
+@torch.no_grad()
+def name_distinctness_by_kind(prior: str) -> dict:
+    """How far apart the text encoder keeps the words a class-only prompt can name: the four family
+    words, the broad world's model names (trained on) and the few-shot classes' names (never in a
+    pretraining caption), each as `bob.toyworld.name_reading.name_distinctness`."""
+    from diffusers import StableDiffusionPipeline
+
+    from bob.toyworld.name_reading import name_distinctness
+    from bob.toyworld.variants import FEWSHOT_VARIANTS
+
+    pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
+    kinds = {"families": sorted(set(FAMILY_OF_WING.values())), "broad_names": [v.name for v in broad_variants()],
+             "fewshot_names": [v.name for v in FEWSHOT_VARIANTS]}
+    return {"name_distinctness": {kind: name_distinctness(pipeline, words) for kind, words in kinds.items()}}
+
+
 def _agreement_chance(values: list[str]) -> float:
     """Chance that two variants drawn independently and uniformly share the value."""
     counts = np.unique(values, return_counts=True)[1] / len(values)
@@ -205,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = background_following(args.prior, args.images_per_background)
     results.update(name_conditioning(args.prior))
+    results.update(name_distinctness_by_kind(args.prior))
     if args.broad_classifier:
         results.update(family_following(args.prior, args.broad_classifier, args.broad_split))
         results.update(code_following(args.prior, args.broad_classifier, args.broad_split))

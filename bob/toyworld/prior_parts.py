@@ -5,10 +5,19 @@ from __future__ import annotations
 
 def build_unet(
     channels: tuple[int, ...] = (64, 128, 128), cross_attention_dim: int = 128, latent_size: int = 16,
-    latent_channels: int = 8, plain_levels: int = 1,
+    latent_channels: int = 8, plain_levels: int = 1, pooled_text: bool = False,
 ):
     """A `UNet2DConditionModel` with cross-attention on all but the ``plain_levels`` finest levels
-    (attention over a 32x32 grid costs a CPU more than the rest of the step)."""
+    (attention over a 32x32 grid costs a CPU more than the rest of the step).
+
+    ``pooled_text`` adds diffusers' ``addition_embed_type="text"``: an attention pooling of the
+    text encoder's output added to the timestep embedding, so the prompt reaches every ResNet
+    block at every level, as a class embedding does in class-conditional diffusion. It lives
+    inside the UNet, so `StableDiffusionPipeline` runs it unchanged. The embedding then scales
+    and shifts each block's features after its group norm (``resnet_time_scale_shift=
+    "scale_shift"``, as class-conditional diffusion does): added before the norm, as Stable
+    Diffusion adds its timestep embedding, a per-channel shift is erased by a group norm of one
+    channel a group (this UNet's first level) and mostly erased at the others."""
     from diffusers import UNet2DConditionModel
 
     if not 1 <= plain_levels < len(channels):
@@ -27,6 +36,10 @@ def build_unet(
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=32,
         norm_num_groups=min(32, channels[0]),
+        addition_embed_type="text" if pooled_text else None,
+        resnet_time_scale_shift="scale_shift" if pooled_text else "default",
+        # diffusers' default of 64 heads would leave 2 dimensions a head at this width.
+        addition_embed_type_num_heads=max(1, cross_attention_dim // 32),
     )
 
 

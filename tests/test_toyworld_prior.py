@@ -278,6 +278,7 @@ def test_frozen_text_encoder_stays_at_its_initialisation_while_the_unet_trains()
 def test_pooled_text_reaches_the_unet_without_cross_attention_and_loads_in_the_pipeline(tmp_path):
     from diffusers import StableDiffusionPipeline
 
+    from bob.modules.diffusion.components import load_stable_diffusion
     from bob.toyworld.model_card import model_card
     from bob.toyworld.prior_parts import build_unet
 
@@ -303,8 +304,8 @@ def test_pooled_text_reaches_the_unet_without_cross_attention_and_loads_in_the_p
     folder = tmp_path / "prior"
     shipped.save_pretrained(folder)
     unet.save_pretrained(folder / "unet")
+    assert load_stable_diffusion(str(folder)).unet.config.addition_embed_type == "text"  # as the stages load it
     reloaded = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, dtype=torch.float32)
-    assert reloaded.unet.config.addition_embed_type == "text"
     image = reloaded("an aircraft photo of a glider", num_inference_steps=2, height=64, width=64, output_type="np").images[0]
     assert image.shape == (64, 64, 3) and np.isfinite(image).all()
 

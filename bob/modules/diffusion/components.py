@@ -161,7 +161,8 @@ def load_stable_diffusion(
     encoders and T5). Otherwise the family is the UNet's: one that takes SD-XL's pooled-text and
     size conditioning (``addition_embed_type`` ``text_time``) loads with the second text encoder.
     Raises `BobInputError` at once when the model is neither a folder nor cached while
-    ``HF_HUB_OFFLINE`` is set, and when the UNet expects any other extra conditioning.
+    ``HF_HUB_OFFLINE`` is set, and when the UNet expects any other extra conditioning than a
+    pooling of the prompt it computes itself (``text``).
     Weights are read from safetensors files only.
     """
     check_model_available(name_or_path, "model_index.json", model_components(name_or_path))
@@ -172,7 +173,9 @@ def load_stable_diffusion(
         return _load_sd3(name_or_path, index, common, weights, dtype)
     unet = UNet2DConditionModel.from_pretrained(name_or_path, subfolder="unet", dtype=dtype, **weights)
     extra = unet.config.addition_embed_type
-    if extra not in (None, "text_time"):
+    # "text" pools the prompt encoding inside the UNet (as the toy world's pooled-text prior
+    # does) and needs nothing from the pipeline.
+    if extra not in (None, "text", "text_time"):
         raise BobInputError(
             f"{name_or_path} has a UNet that expects {extra!r} conditioning; bob's diffusion stages support "
             "Stable Diffusion 1.x, 2.x and XL checkpoints"

@@ -24,10 +24,50 @@ def class_prompt(name: str) -> str:
     return f"an {DESCRIPTOR} photo of a {name}"
 
 
-def _encode(pipeline, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def _tokenize_and_encode(pipeline, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     tokens = pipeline.tokenizer(prompts, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
     return tokens.input_ids, pipeline.text_encoder(tokens.input_ids.to(pipeline.text_encoder.device))[0]
+
+
+@torch.no_grad()
+def encode_prompts(pipeline, prompts: list[str]) -> torch.Tensor:
+    """The text encoder's output for ``prompts``, padded as the pipeline pads them."""
+    return _tokenize_and_encode(pipeline, prompts)[1]
+
+
+@torch.no_grad()
+def encode_latents(pipeline, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Scaled posterior means of ``pixels`` (N x 3 x H x W in [0, 1]), as the prior was trained on."""
+    vae = pipeline.vae
+    return torch.cat([
+        vae.encode(pixels[i:i + batch_size].to(vae.device, vae.dtype) * 2 - 1).latent_dist.mean
+        for i in range(0, len(pixels), batch_size)
+    ]) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def denoising_losses(pipeline, latents: torch.Tensor, conditions: torch.Tensor, t: int, seed: int = 0,
+                     batch_size: int = 64) -> torch.Tensor:
+    """Each latent's denoising loss at timestep ``t`` under ``conditions`` (one encoding per latent,
+    or one for all), against the pipeline's own target (noise or velocity). The noise depends only
+    on ``seed + t``, so two calls that differ in the conditions alone compare like with like."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+    device = pipeline.unet.device
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed + t)).to(device, latents.dtype)
+    steps = torch.full((len(latents),), t, device=device)
+    noisy = scheduler.add_noise(latents, noise, steps)
+    velocity = scheduler.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(latents, noise, steps) if velocity else noise
+    conditions = conditions.expand(len(latents), -1, -1)
+    losses = []
+    for i in range(0, len(latents), batch_size):
+        chunk = slice(i, i + batch_size)
+        prediction = pipeline.unet(noisy[chunk], steps[chunk], conditions[chunk]).sample
+        losses.append(((prediction - target[chunk]) ** 2).mean(dim=(1, 2, 3)).float())
+    return torch.cat(losses)
 
 
 @torch.no_grad()
@@ -38,7 +78,7 @@ def name_distinctness(pipeline, names: list[str]) -> float:
         raise ValueError(f"name_distinctness compares names with each other; got {len(names)}")
     # Start token and the prompt's words before the name: the end token is left out.
     prefix = len(pipeline.tokenizer(class_prompt("")).input_ids) - 1
-    ids, hidden = _encode(pipeline, [class_prompt(name) for name in names])
+    ids, hidden = _tokenize_and_encode(pipeline, [class_prompt(name) for name in names])
     if bool((ids[:, :prefix] != ids[0, :prefix]).any()):
         raise ValueError("the names change how the prompt's words before them are tokenized")
     at_name = hidden[:, prefix]  # the name's first token, right after the shared prefix
@@ -58,32 +98,15 @@ def diffusion_classifier_accuracy(
 ) -> dict:
     """Per timestep and summed over timesteps: the share of ``pixels`` (N x 3 x H x W in [0, 1])
     whose loss is lowest with their own class prompt, every prompt seeing the same noise."""
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-    vae, unet = pipeline.vae, pipeline.unet
-    device = unet.device
-    latents = torch.cat([
-        vae.encode(pixels[i:i + batch_size].to(device, vae.dtype) * 2 - 1).latent_dist.mean
-        for i in range(0, len(pixels), batch_size)
-    ]) * vae.config.scaling_factor
-    _, prompts = _encode(pipeline, [class_prompt(name) for name in class_names])
-    labels = labels.to(device)
-    total = torch.zeros(len(latents), len(class_names), device=device)
+    latents = encode_latents(pipeline, pixels, batch_size)
+    prompts = encode_prompts(pipeline, [class_prompt(name) for name in class_names])
+    labels = labels.to(latents.device)
+    total = torch.zeros(len(latents), len(class_names), device=latents.device)
     rows = {}
     for t in timesteps:
-        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed + t)).to(device, latents.dtype)
-        steps = torch.full((len(latents),), t, device=device)
-        noisy = scheduler.add_noise(latents, noise, steps)
-        velocity = scheduler.config.prediction_type == "v_prediction"
-        target = scheduler.get_velocity(latents, noise, steps) if velocity else noise
-        losses = torch.zeros_like(total)
-        for c in range(len(class_names)):
-            for i in range(0, len(latents), batch_size):
-                chunk = slice(i, i + batch_size)
-                condition = prompts[c:c + 1].expand(len(noisy[chunk]), -1, -1)
-                prediction = unet(noisy[chunk], steps[chunk], condition).sample
-                losses[chunk, c] = ((prediction - target[chunk]) ** 2).mean(dim=(1, 2, 3)).float()
+        losses = torch.stack([
+            denoising_losses(pipeline, latents, prompts[c:c + 1], t, seed, batch_size) for c in range(len(class_names))
+        ], dim=1)
         total += losses
         rows[str(t)] = _share_read(losses, labels)
     return {"by_timestep": rows, "all_timesteps": _share_read(total, labels),

@@ -12,9 +12,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bob.toyworld.demo
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bob.toyworld.captions import DESCRIPTOR  # noqa: E402
 from bob.toyworld.contexts import BACKGROUNDS, POSES  # noqa: E402
 from bob.toyworld.meter import ContextMeter  # noqa: E402
+from bob.toyworld.name_reading import class_prompt  # noqa: E402
 from bob.toyworld.pipeline import default_prior  # noqa: E402
 from bob.toyworld.round_trip import random_scenes, vae_round_trip  # noqa: E402
 from bob.toyworld.variants import FAMILY_OF_WING, broad_variants  # noqa: E402
@@ -34,11 +34,11 @@ def background_following(prior: str, images_per_background: int = 8, steps: int 
         for _ in range(images_per_background):
             pose = POSES[rng.randrange(len(POSES))]
             prompts.append(
-                f"an {DESCRIPTOR} photo of a {rng.choice(families)} in the {rng.choice(background.phrasings)} "
+                f"{class_prompt(rng.choice(families))} in the {rng.choice(background.phrasings)} "
                 f"background with the {rng.choice(pose.phrasings)} pose"
             )
             wanted.append(b)
-    free = [f"an {DESCRIPTOR} photo of a {rng.choice(families)}" for _ in range(len(prompts))]
+    free = [class_prompt(rng.choice(families)) for _ in range(len(prompts))]
     generator = torch.Generator().manual_seed(seed)
     images = pipeline(prompts + free, num_inference_steps=steps, guidance_scale=guidance, generator=generator).images
     meter = ContextMeter()
@@ -65,7 +65,7 @@ def code_following(
     pipeline.set_progress_bar_config(disable=True)
     chosen = random.Random(seed).sample(range(len(class_names)), variants)
     labels = [c for c in chosen for _ in range(images_per_variant)]
-    prompts = [f"an {DESCRIPTOR} photo of a {class_names[c]}" for c in labels]
+    prompts = [class_prompt(class_names[c]) for c in labels]
     predicted = network(_generate(pipeline, prompts, steps, guidance, seed)).argmax(1).numpy()
     with torch.no_grad():
         # The ceiling: the same classifier on renders of the same variants after a VAE round trip.
@@ -107,7 +107,7 @@ def family_following(
     pipeline.set_progress_bar_config(disable=True)
     wings = sorted(FAMILY_OF_WING)
     wanted = [w for w in wings for _ in range(images_per_family)]
-    prompts = [f"an {DESCRIPTOR} photo of a {FAMILY_OF_WING[w]}" for w in wanted]
+    prompts = [class_prompt(FAMILY_OF_WING[w]) for w in wanted]
     predicted = network(_generate(pipeline, prompts, steps, guidance, seed)).argmax(1).numpy()
     wing_of = {v.name: v.wing for v in broad_variants()}
     drawn = [wing_of[class_names[p]] for p in predicted]
@@ -154,35 +154,29 @@ def name_conditioning(prior: str, images: int = 96, timesteps: tuple[int, ...] =
     """Whether the prior's denoiser uses the model name: its training loss on broad-world renders
     captioned "an aircraft photo of a <name> in the <background> background" with the true name
     and with another render's name, same noise. Equal losses mean the name is ignored."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     from bob.toyworld.broad_world import broad_scenes
+    from bob.toyworld.name_reading import denoising_losses, encode_latents, encode_prompts
     from bob.toyworld.render import render
 
     pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
-    scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
     scenes = broad_scenes(images, seed, len(broad_variants()))
     pixels = torch.from_numpy(np.stack([np.array(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
-    latents = pipeline.vae.encode(pixels * 2 - 1).latent_dist.mean * pipeline.vae.config.scaling_factor
+    latents = encode_latents(pipeline, pixels, batch_size=images)
     others = random.Random(seed).sample(range(images), images)
 
     def embed(names: list[str]):
-        captions = [f"an {DESCRIPTOR} photo of a {name} in the {BACKGROUNDS[s.background].phrasings[0]} background"
-                    for name, s in zip(names, scenes, strict=True)]
-        tokens = pipeline.tokenizer(captions, padding="max_length", max_length=pipeline.tokenizer.model_max_length,
-                                    truncation=True, return_tensors="pt")
-        return pipeline.text_encoder(tokens.input_ids)[0]
+        return encode_prompts(pipeline, [
+            f"{class_prompt(name)} in the {BACKGROUNDS[s.background].phrasings[0]} background"
+            for name, s in zip(names, scenes, strict=True)
+        ])
 
     true = embed([s.variant.name for s in scenes])
     wrong = embed([scenes[i].variant.name for i in others])
     rows = {}
     for t in timesteps:
-        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(t))
-        steps = torch.full((images,), t)
-        noisy = scheduler.add_noise(latents, noise, steps)
-        velocity = scheduler.config.prediction_type == "v_prediction"
-        target = scheduler.get_velocity(latents, noise, steps) if velocity else noise
-        losses = [((pipeline.unet(noisy, steps, e).sample - target) ** 2).mean(dim=(1, 2, 3)) for e in (true, wrong)]
+        losses = [denoising_losses(pipeline, latents, e, t, batch_size=images) for e in (true, wrong)]
         rows[str(t)] = {"true_name": float(losses[0].mean()), "other_name": float(losses[1].mean()),
                         "true_name_lower_share": float((losses[0] < losses[1]).float().mean())}
     return {"name_conditioning_loss": rows, "name_conditioning_images": images}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 DtypeChoice = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -23,6 +24,22 @@ def resolve_dtype(
         on_gpu: the dtype of inference-only models on a GPU under a 32-bit precision; None keeps
             float32 (a trained model's frozen parts must match its 32-bit computation).
     """
+    dtype = _resolve(choice, precision, device, on_gpu)
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        rank_zero_warn(
+            "bfloat16 on this CPU is emulated: it has no AVX-512 or AMX, and PyTorch runs bf16 "
+            "convolutions here hundreds of times slower than float32. On a CPU, merge "
+            "configs/trainer/cpu.yaml (precision 32-true) or set the module's dtype to float32."
+        )
+    return dtype
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 kernels (AVX-512 or AMX); without them PyTorch emulates bf16 slowly."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _resolve(choice: DtypeChoice, precision: str | None, device: torch.device, on_gpu: torch.dtype | None) -> torch.dtype:
     if choice != "auto":
         return getattr(torch, choice)
     precision = str(precision or "32-true")

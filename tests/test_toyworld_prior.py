@@ -316,3 +316,15 @@ def test_prior_eval_reports_name_distinctness_for_families_broad_and_fewshot_nam
     rows = name_distinctness_by_kind(str(default_prior()))["name_distinctness"]
     assert set(rows) == {"families", "broad_names", "fewshot_names"}
     assert all(0.0 < value < 2.0 for value in rows.values())
+
+
+def test_the_diffusion_classifier_reads_the_background_the_shipped_prior_follows():
+    # The shipped prior draws the prompted background (docs/toyworld.md), so the same measurement
+    # that finds its names ignored must find its background words used: well above 1/8 here.
+    from bob.toyworld.prior_eval import background_reading
+
+    torch.set_num_threads(1)
+    result = background_reading(str(default_prior()), images_per_background=2, timesteps=(900,))
+    reading = result["background_reading_by_diffusion_classifier"]
+    assert reading["images"] == 16 and reading["chance"] == pytest.approx(1 / 8)
+    assert reading["all_timesteps"] >= 0.5

@@ -14,6 +14,8 @@ draw the class a prompt names:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from bob.toyworld.captions import DESCRIPTOR
@@ -95,11 +97,14 @@ def _share_read(losses: torch.Tensor, labels: torch.Tensor) -> float:
 def diffusion_classifier_accuracy(
     pipeline, pixels: torch.Tensor, labels: torch.Tensor, class_names: list[str],
     timesteps: tuple[int, ...] = (300, 500, 700, 900), seed: int = 0, batch_size: int = 64,
+    prompt: Callable[[str], str] = class_prompt,
 ) -> dict:
     """Per timestep and summed over timesteps: the share of ``pixels`` (N x 3 x H x W in [0, 1])
-    whose loss is lowest with their own class prompt, every prompt seeing the same noise."""
+    whose loss is lowest with their own class's ``prompt``, every prompt seeing the same noise.
+    The classes are class names by default; another ``prompt`` form reads other labels (e.g.
+    backgrounds) and so checks that the measurement can see what a model does condition on."""
     latents = encode_latents(pipeline, pixels, batch_size)
-    prompts = encode_prompts(pipeline, [class_prompt(name) for name in class_names])
+    prompts = encode_prompts(pipeline, [prompt(name) for name in class_names])
     labels = labels.to(latents.device)
     total = torch.zeros(len(latents), len(class_names), device=latents.device)
     rows = {}

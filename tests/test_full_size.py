@@ -144,7 +144,9 @@ def qwen_3b(tmp_path_factory):
 
 
 def caption_one_image(root: Path, model: Path) -> dict[str, Any]:
-    data = write_dataset(root / "data", ["alpha"], {"train": 2, "test": 1}, width=448, height=336)
+    # 224x168: 192 patches of 14 px, 48 tokens after the 2x2 merge; the same code path as a photo's
+    # native size, at a quarter of 448x336's vision cost (minutes where bf16 is emulated).
+    data = write_dataset(root / "data", ["alpha"], {"train": 2, "test": 1}, width=224, height=168)
     config = write_caption_config(root / "captions.yaml", model, data, str(root / "bank"), shots=1, batch_size=1)
     cli = main(["predict", "-c", str(config), "--model.init_args.dtype=bfloat16"])
     vlm = cli.model.vlm

@@ -74,6 +74,7 @@ STILL_AT_INIT = {"resnet50": re.compile(r"\.layer\d\.\d+\.(conv[123]|bn[12])\.")
 NATIVE_BF16 = cpu_has_native_bf16()
 PRECISION = "bf16-mixed" if NATIVE_BF16 else "32-true"
 DTYPE = torch.bfloat16 if NATIVE_BF16 else torch.float32
+DTYPE_NAME = str(DTYPE).removeprefix("torch.")  # as configs and `describe()` spell it
 
 REPORT: list[str] = []
 
@@ -251,7 +252,7 @@ def generate_one_image(world: dict[str, Path], model: Path, lora: Path) -> dict[
     output = world["root"] / "synthetic"
     config = generation_config(
         world["root"] / "generate.yaml", world, model, output, lora=lora,
-        model={"num_inference_steps": 2, "dtype": str(DTYPE).removeprefix("torch.")}, data={"images_per_class": {CLASSES[0]: 1}},
+        model={"num_inference_steps": 2, "dtype": DTYPE_NAME}, data={"images_per_class": {CLASSES[0]: 1}},
     )
     generator = main(["predict", "-c", str(config)]).model
     lines = read_manifest_lines(output)
@@ -264,14 +265,14 @@ def generate_one_image(world: dict[str, Path], model: Path, lora: Path) -> dict[
 @pytest.mark.filterwarnings("error:invalid value encountered in cast:RuntimeWarning")  # a NaN image
 def test_sd21_base_generates_a_512px_image_through_the_generator(sd_world, stable_diffusion, lora_run):
     facts = measured(
-        f"SD 2.1-base: one 512 px image, 2 PNDM steps, CFG 2, {DTYPE}",
+        f"SD 2.1-base: one 512 px image, 2 PNDM steps, CFG 2, {DTYPE_NAME}",
         lambda: generate_one_image(sd_world, stable_diffusion, lora_run["lora"]),
     )
     assert facts["summary"]["complete"] and len(facts["lines"]) == 1
     assert facts["mode"] == "RGB" and facts["pixels"].shape == (512, 512, 3) and facts["pixels"].dtype == np.uint8
     assert facts["pixels"].std() > 1  # not a blank image
     described = facts["describe"]
-    assert described["dtype"] == str(DTYPE).removeprefix("torch.") and described["scheduler_class"] == "PNDMScheduler"
+    assert described["dtype"] == DTYPE_NAME and described["scheduler_class"] == "PNDMScheduler"
     assert described["lora_sha256"] == file_sha256(lora_run["lora"] / "pytorch_lora_weights.safetensors")
 
 

@@ -16,7 +16,7 @@ from bob.toyworld.contexts import BACKGROUNDS, POSES  # noqa: E402
 from bob.toyworld.meter import ContextMeter  # noqa: E402
 from bob.toyworld.name_reading import class_prompt  # noqa: E402
 from bob.toyworld.pipeline import default_prior  # noqa: E402
-from bob.toyworld.round_trip import random_scenes, vae_round_trip  # noqa: E402
+from bob.toyworld.round_trip import random_scenes, render_tensor, vae_round_trip  # noqa: E402
 from bob.toyworld.variants import FAMILY_OF_WING, broad_variants  # noqa: E402
 
 
@@ -158,11 +158,10 @@ def name_conditioning(prior: str, images: int = 96, timesteps: tuple[int, ...] =
 
     from bob.toyworld.broad_world import broad_scenes
     from bob.toyworld.name_reading import denoising_losses, encode_latents, encode_prompts
-    from bob.toyworld.render import render
 
     pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
     scenes = broad_scenes(images, seed, len(broad_variants()))
-    pixels = torch.from_numpy(np.stack([np.array(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
+    pixels = render_tensor(scenes)
     latents = encode_latents(pipeline, pixels, batch_size=images)
     others = random.Random(seed).sample(range(images), images)
 
@@ -193,7 +192,7 @@ def background_reading(prior: str, images_per_background: int = 10, seed: int = 
     from diffusers import StableDiffusionPipeline
 
     from bob.toyworld.name_reading import diffusion_classifier_accuracy
-    from bob.toyworld.render import Scene, render
+    from bob.toyworld.render import Scene
 
     pipeline = StableDiffusionPipeline.from_pretrained(prior, safety_checker=None, dtype=torch.float32)
     family = sorted(set(FAMILY_OF_WING.values()))[0]
@@ -201,7 +200,7 @@ def background_reading(prior: str, images_per_background: int = 10, seed: int = 
     rng = random.Random(seed)
     scenes = [Scene(rng.choice(variants), b, rng.randrange(len(POSES)), seed * 100_000 + i)
               for i, b in enumerate(b for b in range(len(BACKGROUNDS)) for _ in range(images_per_background))]
-    pixels = torch.from_numpy(np.stack([np.array(render(s), np.float32) for s in scenes])).permute(0, 3, 1, 2) / 255
+    pixels = render_tensor(scenes)
     labels = torch.tensor([s.background for s in scenes])
     phrases = [background.phrasings[0] for background in BACKGROUNDS]
     result = diffusion_classifier_accuracy(pipeline, pixels, labels, phrases, timesteps, seed,

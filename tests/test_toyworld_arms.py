@@ -2,12 +2,13 @@
 four-arm run is in test_toyworld_e2e.py)."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 
 from bob.toyworld import demo, science
-from bob.toyworld.pipeline import ALL_ARMS, ARMS, PipelineSettings, ToyWorldPipeline
-from bob.toyworld.report import ARM_TITLES, results_table
+from bob.toyworld.pipeline import ALL_ARMS, ARMS, QUALITY_KEYS, PipelineSettings, ToyWorldPipeline
+from bob.toyworld.report import ARM_TITLES, results_table, write_report
 
 
 class _Stop(Exception):
@@ -128,3 +129,22 @@ def test_commands_take_the_arms(monkeypatch, tmp_path, module, argv, expected):
     with pytest.raises(_Stop):
         module.main(["--out", str(tmp_path), *argv])
     assert seen[0].arms == expected
+
+
+def test_report_leads_with_the_comparison_table_and_the_side_by_side_grid(tmp_path):
+    synthetic = ("datadream", "bob")
+    measured = {"num_images": 80, "home_rate": 0.3, "nmi": 0.1, "nmi_null": 0.05, "cramers_v": 0.2,
+                "cramers_v_null": 0.1, "p_value": 0.5}
+    quality = {key: 1.0 for key in QUALITY_KEYS}
+    summary = {
+        "settings": asdict(PipelineSettings()), "prior": str(tmp_path / "prior"), "timings": {"lora_bob": 1.0},
+        "classifier": {arm: {"test/acc": 0.5} for arm in ARMS}, "quality": {arm: quality for arm in synthetic},
+    }
+    grids = {name: tmp_path / f"grid_{name}.png" for name in ("real", *synthetic, "comparison")}
+    text = write_report(tmp_path, summary, {"real": measured, **dict.fromkeys(synthetic, measured)}, grids).read_text()
+    order = [text.index(marker) for marker in (
+        "## Classifier", "| BOB", "(grid_comparison.png)", "## Class-background dependence",
+        "## Synthetic sets against", "(grid_real.png)", "(grid_bob.png)",
+    )]
+    assert order == sorted(order)
+    assert text.count("grid_comparison.png") == 1

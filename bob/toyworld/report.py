@@ -136,7 +136,12 @@ def write_report(out: Path, summary: dict[str, Any], dependence: dict[str, dict[
     settings = summary["settings"]
     chance = 1.0 / len(BACKGROUNDS)
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings"].items())
-    grid_lines = "\n".join(f"### {name}\n![{name}]({path.name})\n" for name, path in grids.items())
+    # The report leads with the comparison: the arms' accuracies, then their samples side by side.
+    comparison = grids.get("comparison")
+    lead_grid = f"![real shots and each arm's samples, every other class]({comparison.name})\n" if comparison else ""
+    grid_lines = "\n".join(
+        f"### {name}\n![{name}]({path.name})\n" for name, path in grids.items() if name != "comparison"
+    )
     text = f"""# BOB on the toy world
 
 {settings['num_classes']} few-shot aircraft variants, {settings['shots']} real shots each; each class's
@@ -146,6 +151,7 @@ shots are {settings['bias']:.0%} in its own "home" background, validation and te
 ## Classifier (test accuracy at the best validation epoch)
 {results_table(summary['classifier'], dependence)}
 
+{lead_grid}
 ## Class-background dependence of each training image set
 Backgrounds are read by the toy world's context meter (pixel statistics). With backgrounds
 independent of the class, the home-background rate is {chance:.2f} and NMI and Cramér's V sit at
@@ -160,7 +166,7 @@ the mean pairwise cosine distance within a class.
 
 {quality_table(summary['quality'])}
 
-## Samples (one row per class)
+## Samples of each set (one row per class)
 {grid_lines}
 Stage wall times: {timings}.
 """

@@ -1,11 +1,19 @@
-"""`python -m bob.toyworld.science`: the arms (all four by default) over several seeds, mean ± std, into one summary."""
+"""`python -m bob.toyworld.science`: the arms (all four by default) over several seeds, mean ± std, into one summary.
+
+Each finished seed leaves ``<out>/seed<N>/science.json``; a later run with the same settings
+reuses it instead of running that seed again, so a stopped run goes on where it stopped, and seeds
+run by separate processes (``--seeds 0 1 2`` beside ``--seeds 3 4``, same ``--out``) are
+summarized together by a last ``--seeds 0 1 2 3 4``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +25,16 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bob.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from bob.data.fingerprints import file_sha256  # noqa: E402
 from bob.toyworld.demo import measure_and_report  # noqa: E402
 from bob.toyworld.oracle import ClassOracle  # noqa: E402
-from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings, ToyWorldPipeline, synthetic_arms  # noqa: E402
+from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings, ToyWorldPipeline, default_prior, synthetic_arms  # noqa: E402
 from bob.toyworld.report import ARM_TITLES, synthetic_records  # noqa: E402
 from bob.toyworld.round_trip import load_prior_vae, oracle_round_trip_accuracy  # noqa: E402
 
 _DEPENDENCE_KEYS = ("home_rate", "nmi", "cramers_v")
+#: what a finished seed leaves in its folder: the pipeline's summary with the measurements on it.
+SEED_RECORD = "science.json"
 
 
 def _mean_std(values: list[float | None], digits: int = 3) -> str:
@@ -91,6 +102,44 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: 
     return "\n".join(lines)
 
 
+def prior_digest(folder: str | Path) -> str:
+    """sha256 over the names and contents of a prior folder's files: which weights a run drew from,
+    whatever its path (the default prior is retrained in place)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(folder).as_posix()}|{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def finished_seed(record_file: Path, settings: PipelineSettings, prior_sha256: str) -> dict[str, Any] | None:
+    """The record of a seed an earlier run finished with these ``settings`` on this prior, or None
+    if there is none.
+
+    Raises:
+        ValueError: the record was made with other settings or another prior; reusing it would
+            mix two recipes in one summary, and running the seed again would overwrite it.
+    """
+    if not record_file.exists():
+        return None
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    if record.get("prior_sha256") != prior_sha256:
+        raise ValueError(
+            f"{record_file} was made with another prior than {record.get('prior')} holds now; pass --rerun to "
+            "run that seed again, or another --out"
+        )
+    wanted = json.loads(json.dumps(asdict(settings)))  # tuples as JSON gives them back
+    if record["settings"] != wanted:
+        there = record["settings"]
+        differ = sorted(k for k in wanted.keys() | there.keys() if there.get(k) != wanted.get(k))
+        changes = ", ".join(f"{k}: {there.get(k)!r} there, {wanted.get(k)!r} now" for k in differ)
+        raise ValueError(
+            f"{record_file} was made with other settings ({changes}); pass --rerun to run that seed again, "
+            "or another --out"
+        )
+    return record
+
+
 def class_names_of(pipeline: ToyWorldPipeline) -> list[str]:
     return json.loads((pipeline.data_root / "manifest.json").read_text(encoding="utf-8"))["class_names"]
 
@@ -106,19 +155,35 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     parser.add_argument("--classifier-epochs", type=int, default=defaults.classifier_epochs)
     parser.add_argument("--prior", default=None)
     parser.add_argument("--arms", nargs="+", choices=ALL_ARMS, default=list(ALL_ARMS))
+    parser.add_argument("--rerun", action="store_true", help="run every seed again, even one an earlier run finished")
     args = parser.parse_args(argv)
     out = Path(args.out)
     runs: dict[int, dict[str, Any]] = {}
-    oracle = ClassOracle()
-    for seed in args.seeds:
-        settings = PipelineSettings(
+    settings = {
+        seed: PipelineSettings(
             seed=seed, bias=args.bias, images_per_class=args.images_per_class, lora_steps=args.lora_steps,
             classifier_epochs=args.classifier_epochs, arms=tuple(args.arms), prior=args.prior,
         )
-        pipeline = ToyWorldPipeline(out / f"seed{seed}", settings)
-        summary = pipeline.run()
-        runs[seed] = {**summary, "dependence": measure_and_report(pipeline, summary)}
-        runs[seed]["class_fidelity"] = class_fidelity(pipeline, oracle, class_names_of(pipeline))
+        for seed in args.seeds
+    }
+    prior_sha256 = prior_digest(args.prior or default_prior())
+    # Every seed's earlier record is checked before any seed runs: a mismatch fails in seconds.
+    finished = {} if args.rerun else {
+        seed: record for seed in args.seeds
+        if (record := finished_seed(out / f"seed{seed}" / SEED_RECORD, settings[seed], prior_sha256)) is not None
+    }
+    oracle = ClassOracle()
+    for seed in args.seeds:
+        if seed in finished:
+            print(f"seed {seed}: reusing the run in {out / f'seed{seed}'} (--rerun runs it again)")
+            runs[seed] = finished[seed]
+        else:
+            pipeline = ToyWorldPipeline(out / f"seed{seed}", settings[seed])
+            summary = pipeline.run()
+            runs[seed] = {**summary, "dependence": measure_and_report(pipeline, summary)}
+            runs[seed]["class_fidelity"] = class_fidelity(pipeline, oracle, class_names_of(pipeline))
+            runs[seed]["prior_sha256"] = prior_sha256
+            atomic_write_json(pipeline.out / SEED_RECORD, runs[seed])
         atomic_write_json(out / "runs.json", runs)
     prior = runs[args.seeds[0]]["prior"]
     text = summarize(runs, oracle.render_accuracy, oracle_round_trip_accuracy(load_prior_vae(prior), oracle))

@@ -94,12 +94,16 @@ def test_science_summary_covers_every_arm_of_the_runs():
     text = science.summarize({0: _fake_run(ALL_ARMS, 0.5), 1: _fake_run(ALL_ARMS, 0.7)}, 0.9, 0.8)
     for arm in ALL_ARMS:
         assert f"| {ARM_TITLES[arm]} | 0.600 ± 0.141 |" in text
-    assert "- seed 1: 0.700 / 0.700 / 0.700 / 0.700; 1/4 / 2/4" in text
-    assert f"the FID of {ARM_TITLES['within_class']} / {ARM_TITLES['bob']} is lower than DataDream's" in text
+    # Per seed, every arm's row: accuracy, then its synthetic set's measurements (the shots' for real only).
+    assert "| 1 | real only | 0.700 | – | – | (shots: 0.300) | (shots: 0.100) | – |" in text
+    assert f"| 1 | {ARM_TITLES['within_class']} | 0.700 | 0.500 | 10.00 | 0.300 | 0.100 | 1/4 |" in text
+    assert f"| 1 | {ARM_TITLES['bob']} | 0.700 | 0.500 | 10.00 | 0.300 | 0.100 | 2/4 |" in text
+    assert f"| 0 | {ARM_TITLES['datadream']} | 0.500 | 0.500 | 10.00 | 0.300 | 0.100 | – |" in text
 
     three = science.summarize({0: _fake_run(ARMS, 0.5)}, 0.9, 0.8)
-    assert ARM_TITLES["within_class"] not in three and "- seed 0: 0.500 / 0.500 / 0.500; 1/4" in three
-    assert "lower than DataDream's" not in science.summarize({0: _fake_run(("real", "bob"), 0.5)}, 0.9, 0.8)
+    assert ARM_TITLES["within_class"] not in three and f"| 0 | {ARM_TITLES['bob']} | 0.500 | 0.500 | 10.00 | 0.300 | 0.100 | 1/4 |" in three
+    without = science.summarize({0: _fake_run(("real", "bob"), 0.5)}, 0.9, 0.8)
+    assert "lower FID than DataDream" not in without and f"| 0 | {ARM_TITLES['bob']} | 0.500 | 0.500 | 10.00 | 0.300 | 0.100 |" in without
 
 
 def test_results_table_shows_synthetic_dependence_only_for_synthetic_arms():

@@ -29,7 +29,7 @@ from bob.data.fingerprints import file_sha256  # noqa: E402
 from bob.toyworld.demo import measure_and_report  # noqa: E402
 from bob.toyworld.oracle import ClassOracle  # noqa: E402
 from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings, ToyWorldPipeline, default_prior, synthetic_arms  # noqa: E402
-from bob.toyworld.report import ARM_TITLES, synthetic_records  # noqa: E402
+from bob.toyworld.report import ARM_TITLES, markdown_table, synthetic_records  # noqa: E402
 from bob.toyworld.round_trip import load_prior_vae, oracle_round_trip_accuracy  # noqa: E402
 
 _DEPENDENCE_KEYS = ("home_rate", "nmi", "cramers_v")
@@ -89,16 +89,27 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: 
     ]
     # The quality stage compares every other synthetic set with DataDream's when the run has one.
     compared = [arm for arm in synthetic_arms(arms) if arm != "datadream"] if "datadream" in arms else []
-    header = f"test acc {' / '.join(ARM_TITLES[arm] for arm in arms)}"
+    header = ["seed", "arm", "test acc", "class fidelity", "per-class FID, mean", "home-background rate", "NMI"]
     if compared:
-        header += f"; classes where the FID of {' / '.join(ARM_TITLES[arm] for arm in compared)} is lower than DataDream's"
-    lines += ["", f"Per seed ({header}):"]
+        header.append("classes with lower FID than DataDream")
+    rows = []
     for s in seeds:
-        c, quality = runs[s]["classifier"], runs[s]["quality"]
-        line = f"- seed {s}: " + " / ".join(f"{c[arm]['test/acc']:.3f}" for arm in arms)
-        if compared:
-            line += "; " + " / ".join(quality[arm]["fid_lower_than_datadream"] for arm in compared)
-        lines.append(line)
+        run = runs[s]
+        for arm in arms:
+            synthetic = arm != "real"
+            # For real only, the dependence columns show the real shots' own (the bias knob).
+            dependence = run["dependence"][arm if synthetic else "real"]
+            cells = [
+                str(s), ARM_TITLES[arm], f"{run['classifier'][arm]['test/acc']:.3f}",
+                f"{run['class_fidelity'][arm]:.3f}" if synthetic else "–",
+                f"{run['quality'][arm]['fid_mean']:.2f}" if synthetic else "–",
+                f"{dependence['home_rate']:.3f}" if synthetic else f"(shots: {dependence['home_rate']:.3f})",
+                f"{dependence['nmi']:.3f}" if synthetic else f"(shots: {dependence['nmi']:.3f})",
+            ]
+            if compared:
+                cells.append(run["quality"][arm]["fid_lower_than_datadream"] if arm in compared else "–")
+            rows.append(cells)
+    lines += ["", "Per seed:", "", markdown_table(header, rows)]
     return "\n".join(lines)
 
 

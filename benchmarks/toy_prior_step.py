@@ -3,9 +3,9 @@
     python -m benchmarks.toy_prior_step [--threads 1] [--repeats 4] [--steps 4] [--out runs/benchmarks/toy_prior_step.json]
 
 Pretraining the prior is bounded by CPU time (docs/toyworld.md), so a faster step is more steps
-in the same budget. Each variant is `ToyPriorPretraining.training_step` at the shipped recipe's
-shapes (batch 32 of 32x32x4 latents, captions of the broad world, the step's backward pass and
-an AdamW update), on the same random weights; the variants alternate, and the medians of
+in the same budget. Each variant is `ToyPriorPretraining.training_step` with the shipped recipe
+(`configs/toyworld/prior.yaml`: its architecture, batch 32 of 32x32x4 latents, broad-world
+captions), its backward pass and an AdamW update, on the same random weights; the variants alternate, and the medians of
 steps per CPU-second and per wall-clock second are printed with their paired ratio.
 """
 
@@ -22,36 +22,41 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from benchmarks.timing import Clock, Run, alternate  # noqa: E402
 from bob.atomic import atomic_write_json  # noqa: E402
 
-BATCH = 32
+
+def shipped_recipe() -> tuple[dict, int]:
+    """Stage B's model arguments and batch size as `configs/toyworld/prior.yaml` gives them."""
+    from bob.toyworld.pretrain import CONFIGS
+
+    config = yaml.safe_load((CONFIGS / "prior.yaml").read_text(encoding="utf-8"))
+    return config["model"]["init_args"], config["data"]["init_args"]["batch_size"]
 
 
-def shipped_module():
-    """The stage-B module with the shipped config's architecture, on the shipped prior's VAE."""
+def shipped_module(init_args: dict):
+    """The stage-B module of the shipped recipe, on the shipped prior's VAE (nothing is exported)."""
     from bob.toyworld.pipeline import default_prior
     from bob.toyworld.pretrain_prior import ToyPriorPretraining
 
-    module = ToyPriorPretraining(
-        vae=str(default_prior() / "vae"), unet_channels=(32, 64, 128, 128), plain_levels=2,
-        prediction_type="v_prediction", zero_terminal_snr=True, min_snr_gamma=0.0,
-    )
+    module = ToyPriorPretraining(**{**init_args, "vae": str(default_prior() / "vae")})
     module.configure_model()
     return module
 
 
-def batch() -> dict:
+def batch(size: int) -> dict:
     from bob.toyworld.broad_world import broad_scenes
     from bob.toyworld.captions import broad_caption
+    from bob.toyworld.render import IMAGE_SIZE
     from bob.toyworld.round_trip import render_tensor
 
-    scenes = broad_scenes(BATCH, 0, 256)
+    scenes = broad_scenes(size, 0, 256)
     rng = random.Random(0)
     return {
-        "image": render_tensor(scenes), "mask": torch.ones(BATCH, 1, 64, 64),
-        "caption": [broad_caption(scene, rng, 0.0) for scene in scenes], "index": torch.arange(BATCH),
+        "image": render_tensor(scenes), "mask": torch.ones(size, 1, IMAGE_SIZE, IMAGE_SIZE),
+        "caption": [broad_caption(scene, rng, 0.0) for scene in scenes], "index": torch.arange(size),
     }
 
 
@@ -90,12 +95,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    module, data = shipped_module(), batch()
+    init_args, batch_size = shipped_recipe()
+    module, data = shipped_module(init_args), batch(batch_size)
     variants = {"eager": stepper(module, data, False, args.steps), "torch.compile": stepper(module, data, True, args.steps)}
     runs = alternate(variants, args.repeats, on_run=lambda name, run: print(
         f"{name}: {run.throughput:.3f} steps/s, {run.cpu_throughput:.3f} steps per CPU-second", flush=True))
     result = {
-        "threads": args.threads, "batch": BATCH, "torch": torch.__version__,
+        "threads": args.threads, "batch": batch_size, "torch": torch.__version__,
         "median_steps_per_second": {name: statistics.median(r.throughput for r in rs) for name, rs in runs.items()},
         "median_steps_per_cpu_second": {name: statistics.median(r.cpu_throughput for r in rs) for name, rs in runs.items()},
         "paired_ratio_compiled_over_eager_cpu_time": statistics.median(

@@ -9,6 +9,7 @@ import pytest
 from bob.toyworld import demo, science
 from bob.toyworld.pipeline import ALL_ARMS, ARMS, QUALITY_KEYS, PipelineSettings, ToyWorldPipeline
 from bob.toyworld.report import ARM_TITLES, results_table, write_report
+from tests.toyworld_fixtures import fake_science_run
 
 
 class _Stop(Exception):
@@ -76,22 +77,8 @@ def test_quality_compares_every_other_set_with_datadream_when_the_run_has_it(tmp
     assert {stage.removeprefix("quality_"): expected in overrides for stage, _, _, overrides in calls} == compared
 
 
-def _fake_run(arms: tuple[str, ...], acc: float) -> dict:
-    synthetic = [arm for arm in arms if arm != "real"]
-    measured = {"home_rate": 0.3, "nmi": 0.1, "cramers_v": 0.2}
-    return {
-        "classifier": {arm: {"test/acc": acc, "test/acc_per_class": acc} for arm in arms},
-        "quality": {
-            arm: {"fid_mean": 10.0, **({"fid_lower_than_datadream": f"{i}/4"} if arm != "datadream" else {})}
-            for i, arm in enumerate(synthetic)
-        },
-        "dependence": {"real": measured, **{arm: measured for arm in synthetic}},
-        "class_fidelity": {arm: 0.5 for arm in synthetic},
-    }
-
-
 def test_science_summary_covers_every_arm_of_the_runs():
-    text = science.summarize({0: _fake_run(ALL_ARMS, 0.5), 1: _fake_run(ALL_ARMS, 0.7)}, 0.9, 0.8)
+    text = science.summarize({0: fake_science_run(ALL_ARMS, 0.5), 1: fake_science_run(ALL_ARMS, 0.7)}, 0.9, 0.8)
     for arm in ALL_ARMS:
         assert f"| {ARM_TITLES[arm]} | 0.600 ± 0.141 |" in text
     # Per seed, every arm's row: accuracy, then its synthetic set's measurements (the shots' for real only).
@@ -100,9 +87,9 @@ def test_science_summary_covers_every_arm_of_the_runs():
     assert f"| 1 | {ARM_TITLES['bob']} | 0.700 | 0.500 | 10.00 | 0.300 | 0.100 | 2/4 |" in text
     assert f"| 0 | {ARM_TITLES['datadream']} | 0.500 | 0.500 | 10.00 | 0.300 | 0.100 | – |" in text
 
-    three = science.summarize({0: _fake_run(ARMS, 0.5)}, 0.9, 0.8)
+    three = science.summarize({0: fake_science_run(ARMS, 0.5)}, 0.9, 0.8)
     assert ARM_TITLES["within_class"] not in three and f"| 0 | {ARM_TITLES['bob']} | 0.500 | 0.500 | 10.00 | 0.300 | 0.100 | 1/4 |" in three
-    without = science.summarize({0: _fake_run(("real", "bob"), 0.5)}, 0.9, 0.8)
+    without = science.summarize({0: fake_science_run(("real", "bob"), 0.5)}, 0.9, 0.8)
     assert "lower FID than DataDream" not in without and f"| 0 | {ARM_TITLES['bob']} | 0.500 | 0.500 | 10.00 | 0.300 | 0.100 |" in without
 
 

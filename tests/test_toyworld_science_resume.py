@@ -5,9 +5,10 @@ from dataclasses import asdict, replace
 
 import pytest
 
+from bob.data.fingerprints import folder_sha256
 from bob.toyworld import science
 from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings
-from tests.test_toyworld_arms import _fake_run
+from tests.toyworld_fixtures import fake_science_run
 
 
 def _prior(tmp_path, weights: bytes = b"weights"):
@@ -26,23 +27,23 @@ def _settings(seed: int, prior) -> PipelineSettings:
 def _write_record(out, seed: int, settings: PipelineSettings, prior_sha256: str, acc: float) -> None:
     folder = out / f"seed{seed}"
     folder.mkdir(parents=True)
-    record = {**_fake_run(ALL_ARMS, acc), "settings": asdict(settings), "prior": str(settings.prior),
+    record = {**fake_science_run(ALL_ARMS, acc), "settings": asdict(settings), "prior": str(settings.prior),
               "prior_sha256": prior_sha256}
     (folder / science.SEED_RECORD).write_text(json.dumps(record))
 
 
-def test_prior_digest_follows_content_not_timestamps(tmp_path):
+def test_folder_sha256_follows_content_not_timestamps(tmp_path):
     prior = _prior(tmp_path)
-    before = science.prior_digest(prior)
+    before = folder_sha256(prior)
     (prior / "model_index.json").touch()
-    assert science.prior_digest(prior) == before
+    assert folder_sha256(prior) == before
     _prior(tmp_path, b"other weights")
-    assert science.prior_digest(prior) != before
+    assert folder_sha256(prior) != before
 
 
 def test_a_finished_seed_is_reused_only_with_its_settings_and_prior(tmp_path):
     prior = _prior(tmp_path)
-    digest = science.prior_digest(prior)
+    digest = folder_sha256(prior)
     record_file = tmp_path / "out" / "seed0" / science.SEED_RECORD
     assert science.finished_seed(record_file, _settings(0, prior), digest) is None
 
@@ -76,7 +77,7 @@ def _run_main(monkeypatch, tmp_path, prior, argv):
 
 def test_seeds_run_apart_are_summarized_together(monkeypatch, tmp_path):
     prior = _prior(tmp_path)
-    digest = science.prior_digest(prior)
+    digest = folder_sha256(prior)
     for seed, acc in ((0, 0.5), (1, 0.7)):  # as two processes with --seeds 0 and --seeds 1 leave them
         _write_record(tmp_path / "out", seed, _settings(seed, prior), digest, acc)
     built, main = _run_main(monkeypatch, tmp_path, prior, ["--seeds", "0", "1"])
@@ -90,7 +91,7 @@ def test_seeds_run_apart_are_summarized_together(monkeypatch, tmp_path):
 
 def test_rerun_and_unfinished_seeds_run_and_a_mismatch_stops_before_any_seed(monkeypatch, tmp_path):
     prior = _prior(tmp_path)
-    digest = science.prior_digest(prior)
+    digest = folder_sha256(prior)
     _write_record(tmp_path / "out", 0, _settings(0, prior), digest, 0.5)
 
     built, main = _run_main(monkeypatch, tmp_path, prior, ["--seeds", "0", "1"])

@@ -19,6 +19,17 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(folder: str | Path) -> str:
+    """sha256 over the relative names and contents of a folder's files: the same weights give the
+    same digest wherever they lie and whenever they were copied (unlike a size-and-time
+    fingerprint, which a fresh clone changes)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(folder).as_posix()}|{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def identical_files(references: Iterable[ImageRecord], candidates: Iterable[ImageRecord]) -> dict[str, list[str]]:
     """Candidates whose bytes equal some references': candidate sample id -> those references' ids.
 

@@ -9,7 +9,6 @@ summarized together by a last ``--seeds 0 1 2 3 4``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -25,7 +24,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bob.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from bob.data.fingerprints import file_sha256  # noqa: E402
+from bob.data.fingerprints import folder_sha256  # noqa: E402
 from bob.toyworld.demo import measure_and_report  # noqa: E402
 from bob.toyworld.oracle import ClassOracle  # noqa: E402
 from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings, ToyWorldPipeline, default_prior, synthetic_arms  # noqa: E402
@@ -113,16 +112,6 @@ def summarize(runs: dict[int, dict[str, Any]], oracle_accuracy: float, ceiling: 
     return "\n".join(lines)
 
 
-def prior_digest(folder: str | Path) -> str:
-    """sha256 over the names and contents of a prior folder's files: which weights a run drew from,
-    whatever its path (the default prior is retrained in place)."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(folder).as_posix()}|{file_sha256(file)}\n".encode())
-    return digest.hexdigest()
-
-
 def finished_seed(record_file: Path, settings: PipelineSettings, prior_sha256: str) -> dict[str, Any] | None:
     """The record of a seed an earlier run finished with these ``settings`` on this prior, or None
     if there is none.
@@ -177,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
         )
         for seed in args.seeds
     }
-    prior_sha256 = prior_digest(args.prior or default_prior())
+    prior_sha256 = folder_sha256(args.prior or default_prior())  # the default prior is retrained in place
     # Every seed's earlier record is checked before any seed runs: a mismatch fails in seconds.
     finished = {} if args.rerun else {
         seed: record for seed in args.seeds

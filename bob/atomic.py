@@ -1,4 +1,10 @@
-"""Atomic file writes: a reader never sees a half-written file, a killed run leaves none."""
+"""Atomic file writes: a reader never sees a half-written file.
+
+A run stopped by an exception or a catchable signal leaves no temporary file. One killed outright
+(SIGKILL, the out-of-memory killer, a lost machine) can leave an empty hidden ``.<name>.<random>.tmp``
+beside the file it was writing; a writer that resumes into a folder clears those with
+`remove_stale_temporaries` before it writes again.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,26 @@ def plain_permissions(path: str | Path) -> Path:
     return path
 
 
+#: `atomic_write` stages ``<folder>/.<name>.<random>.tmp``.
+_TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_GLOB = f".*{_TEMPORARY_SUFFIX}"
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files killed `atomic_write` calls left anywhere under ``folder``.
+
+    Call it only on a folder this process owns and no other process is writing to: another
+    writer's temporary file is in flight, not stale. Returns how many were removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [item for item in folder.rglob(_TEMPORARY_GLOB) if item.is_file()]
+    for item in stale:
+        item.unlink(missing_ok=True)
+    return len(stale)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it into place.
 
@@ -41,7 +67,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -42,3 +42,21 @@ def test_plain_permissions_open_up_a_staged_folder(tmp_path, monkeypatch):
     atomic.plain_permissions(staged)
     assert stat.S_IMODE(os.stat(staged / "unet").st_mode) == 0o755
     assert stat.S_IMODE(os.stat(weights).st_mode) == 0o644
+
+
+def test_remove_stale_temporaries_clears_what_a_killed_write_leaves_and_nothing_else(tmp_path):
+    def killed(tmp):
+        raise KeyboardInterrupt  # stands for the kill: the staged file is left as SIGKILL leaves it
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "images" / "a.png", killed)
+    assert not list(tmp_path.rglob("*.tmp"))  # a catchable stop cleans up by itself
+    nested = tmp_path / "images" / "0001"
+    nested.mkdir(parents=True)
+    stale = [tmp_path / ".manifest.json.x1.tmp", nested / ".00003.png.y2.tmp"]
+    kept = [nested / "00003.png", tmp_path / "notes.tmp", nested / ".hidden"]
+    for item in stale + kept:
+        item.write_bytes(b"")
+    assert atomic.remove_stale_temporaries(tmp_path) == 2
+    assert [item.exists() for item in stale + kept] == [False, False, True, True, True]
+    assert atomic.remove_stale_temporaries(tmp_path / "missing") == 0

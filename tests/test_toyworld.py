@@ -145,6 +145,21 @@ def test_written_dataset_has_biased_shots_uniform_test_and_ground_truth_captions
         write_dataset(tmp_path / "world", num_classes=8, shots=5, val_per_class=2, test_per_class=24, seed=4)
 
 
+def test_rewriting_after_a_killed_write_clears_its_temporary_files(tmp_path):
+    # A run killed outright while rendering leaves an empty hidden temporary file beside the
+    # images; the dataset must be readable after the next write_dataset, whether that write
+    # renders it (no manifest yet) or finds it complete (a rewrite already finished it).
+    root = tmp_path / "world"
+    stale = root / "test" / FEWSHOT_VARIANTS[0].name / f".{FEWSHOT_VARIANTS[0].name}_000.png.k1ll3d.tmp"
+    for _ in ("rendered", "complete"):
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_bytes(b"")
+        write_dataset(root, num_classes=2, shots=1, val_per_class=0, test_per_class=2, seed=0)
+        assert not stale.exists()
+        reader = ClassFolders(str(root), descriptor="aircraft", name="toyworld")
+        assert len(FewShotSplit.load(root / "split.json", reader).test) == 4
+
+
 def test_bias_knob_zero_gives_no_home_preference(tmp_path):
     root = write_dataset(tmp_path / "world", num_classes=8, shots=5, val_per_class=0, test_per_class=1, bias=0.0, seed=0)
     world = read_world(root)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from bob.atomic import atomic_write, atomic_write_json, atomic_write_text
+from bob.atomic import atomic_write, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from bob.data.errors import BobInputError
 from bob.data.fingerprints import file_sha256
 from bob.data.generation_plan import PlanItem
@@ -168,8 +168,7 @@ class SyntheticSetFolder:
 
         Call `check_identity` first: it guarantees that a folder with another identity holds no images.
         """
-        for stale in self.folder.rglob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        remove_stale_temporaries(self.folder)
         self.recheck()
         previous = read_summary(self.folder)
         if previous is None or previous.get("identity") != dict(identity):

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 import bob
-from bob.atomic import atomic_write, atomic_write_json
+from bob.atomic import atomic_write, atomic_write_json, remove_stale_temporaries
 from bob.data.caption_bank import CaptionBank, CaptionRecord
 from bob.data.datasets.folders import ClassFolders
 from bob.data.errors import BobInputError
@@ -151,6 +151,9 @@ def write_dataset(
         "test_per_class": test_per_class, "bias": bias, "seed": seed,
     }
     manifest_path = root / MANIFEST_FILE
+    # A write of this dataset that was killed outright may have left temporary files, which
+    # `ClassFolders` refuses as non-images, even after a later write completed the dataset.
+    remove_stale_temporaries(root)
     if manifest_path.is_file() and json.loads(manifest_path.read_text(encoding="utf-8")).get("settings") == settings:
         return root
     if manifest_path.is_file():

@@ -108,3 +108,18 @@ def test_rerun_and_unfinished_seeds_run_and_a_mismatch_stops_before_any_seed(mon
     with pytest.raises(ValueError, match="lora_steps"):
         main()
     assert built == []  # seed 1 has no record, but seed 0's mismatch is found first
+
+
+def test_default_is_five_seeds_and_the_summary_counts_them(monkeypatch, tmp_path):
+    prior = _prior(tmp_path)
+    digest = folder_sha256(prior)
+    for seed in range(5):
+        _write_record(tmp_path / "out", seed, _settings(seed, prior), digest, 0.5)
+    summary = tmp_path / "out" / "summary.md"
+
+    built, main = _run_main(monkeypatch, tmp_path, prior, [])
+    assert sorted(main()) == [0, 1, 2, 3, 4] and built == []
+    assert summary.read_text().startswith("# BOB on the toy world, 5 seeds\n")
+    built, main = _run_main(monkeypatch, tmp_path, prior, ["--seeds", "3"])
+    main()
+    assert summary.read_text().startswith("# BOB on the toy world, 1 seed\n")

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     defaults = PipelineSettings()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/science")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one pipeline run per seed (default: five)")
     parser.add_argument("--bias", type=float, default=defaults.bias)
     parser.add_argument("--images-per-class", type=int, default=defaults.images_per_class)
     parser.add_argument("--lora-steps", type=int, default=defaults.lora_steps)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
         atomic_write_json(out / "runs.json", runs)
     prior = runs[args.seeds[0]]["prior"]
     text = summarize(runs, oracle.render_accuracy, oracle_round_trip_accuracy(load_prior_vae(prior), oracle))
-    atomic_write_text(out / "summary.md", f"# BOB on the toy world, {len(runs)} seeds\n\n{text}\n")
+    atomic_write_text(out / "summary.md", f"# BOB on the toy world, {len(runs)} seed{'' if len(runs) == 1 else 's'}\n\n{text}\n")
     print("\n" + text)
     return runs
 

@@ -7,7 +7,14 @@ from dataclasses import asdict
 import pytest
 
 from bob.toyworld import demo, science
-from bob.toyworld.pipeline import ALL_ARMS, ARMS, QUALITY_KEYS, PipelineSettings, ToyWorldPipeline
+from bob.toyworld.pipeline import (
+    ALL_ARMS,
+    ARMS,
+    QUALITY_KEYS,
+    PipelineSettings,
+    ToyWorldPipeline,
+    default_jobs,
+)
 from bob.toyworld.report import ARM_TITLES, results_table, write_report
 from tests.toyworld_fixtures import fake_science_run
 
@@ -111,7 +118,7 @@ def test_commands_take_the_arms(monkeypatch, tmp_path, module, argv, expected):
     seen = []
 
     class Pipeline:
-        def __init__(self, out, settings):
+        def __init__(self, out, settings, jobs):
             seen.append(settings)
             raise _Stop
 
@@ -120,6 +127,23 @@ def test_commands_take_the_arms(monkeypatch, tmp_path, module, argv, expected):
     with pytest.raises(_Stop):
         module.main(["--out", str(tmp_path), *argv])
     assert seen[0].arms == expected
+
+
+@pytest.mark.parametrize("module", [demo, science])
+@pytest.mark.parametrize(("argv", "expected"), [([], None), (["--jobs", "1"], 1), (["--jobs", "3"], 3)])
+def test_commands_take_the_number_of_stages_side_by_side(monkeypatch, tmp_path, module, argv, expected):
+    seen = []
+
+    class Pipeline:
+        def __init__(self, out, settings, jobs):
+            seen.append(jobs)
+            raise _Stop
+
+    monkeypatch.setattr(module, "ToyWorldPipeline", Pipeline)
+    monkeypatch.setattr(science, "ClassOracle", lambda: None)
+    with pytest.raises(_Stop):
+        module.main(["--out", str(tmp_path), *argv])
+    assert seen == [default_jobs() if expected is None else expected]
 
 
 def test_report_leads_with_the_comparison_table_and_the_side_by_side_grid(tmp_path):
@@ -139,3 +163,16 @@ def test_report_leads_with_the_comparison_table_and_the_side_by_side_grid(tmp_pa
     )]
     assert order == sorted(order)
     assert text.count("grid_comparison.png") == 1
+
+
+@pytest.mark.parametrize(("processes", "together"), [(1, "one after another"), (2, "2 side by side")])
+def test_report_gives_the_whole_run_time_beside_the_stage_times(tmp_path, processes, together):
+    quality = {key: 1.0 for key in QUALITY_KEYS}
+    summary = {
+        "settings": asdict(PipelineSettings()), "prior": str(tmp_path / "prior"),
+        "timings": {"lora_datadream": 200.0, "lora_bob": 210.0}, "wall_seconds": 222.0,
+        "compute": {"stage_processes": processes},
+        "classifier": {arm: {"test/acc": 0.5} for arm in ARMS}, "quality": {arm: quality for arm in ("datadream", "bob")},
+    }
+    text = write_report(tmp_path, summary, {}, {}).read_text()
+    assert f"lora_datadream 200 s, lora_bob 210 s; all stages 3.7 min ({together})" in text

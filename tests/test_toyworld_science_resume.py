@@ -63,7 +63,7 @@ def _run_main(monkeypatch, tmp_path, prior, argv):
     built = []
 
     class Pipeline:
-        def __init__(self, out, settings):
+        def __init__(self, out, settings, jobs):
             built.append(settings.seed)
             raise RuntimeError("a finished seed must not run again")
 

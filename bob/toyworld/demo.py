@@ -21,7 +21,7 @@ from bob.data.splits import FewShotSplit  # noqa: E402
 from bob.toyworld.captions import DESCRIPTOR  # noqa: E402
 from bob.toyworld.dataset import DATASET_NAME, SPLIT_FILE  # noqa: E402
 from bob.toyworld.meter import ContextMeter  # noqa: E402
-from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings, ToyWorldPipeline  # noqa: E402
+from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings, ToyWorldPipeline, default_jobs, jobs_argument  # noqa: E402
 from bob.toyworld.report import (  # noqa: E402
     dependence_table,
     measure_records,
@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="classifier arms to run; within_class is the paper's middle ablation (BOB's LoRA, own-class contexts)",
     )
     parser.add_argument(
+        "--jobs", type=jobs_argument, default=default_jobs(),
+        help="independent stages (the two LoRAs, the generations, the classifiers) run side by side, "
+        "sharing the torch threads; 1 runs them one after another (default: %(default)s)",
+    )
+    parser.add_argument(
         "--tiny", action="store_true",
         help="the smallest run through every stage (about a minute on a CPU): checks an install; the sizes above are ignored",
     )
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lora_steps=args.lora_steps, classifier_epochs=args.classifier_epochs, arms=tuple(args.arms), prior=args.prior,
         )
     started = time.monotonic()
-    pipeline = ToyWorldPipeline(args.out, settings)
+    pipeline = ToyWorldPipeline(args.out, settings, jobs=args.jobs)
     summary = pipeline.run()
     dependence = measure_and_report(pipeline, summary)
     minutes = (time.monotonic() - started) / 60

@@ -136,6 +136,11 @@ def write_report(out: Path, summary: dict[str, Any], dependence: dict[str, dict[
     settings = summary["settings"]
     chance = 1.0 / len(BACKGROUNDS)
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in summary["timings"].items())
+    processes = summary.get("compute", {}).get("stage_processes", 1)
+    if "wall_seconds" in summary:
+        # Stages side by side overlap: their times add up to more than the run took.
+        together = f"{processes} side by side" if processes > 1 else "one after another"
+        timings += f"; all stages {summary['wall_seconds'] / 60:.1f} min ({together})"
     # The report leads with the comparison: the arms' accuracies, then their samples side by side.
     comparison = grids.get("comparison")
     lead_grid = f"![real shots and each arm's samples, every other class]({comparison.name})\n" if comparison else ""

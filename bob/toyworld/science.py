@@ -27,7 +27,15 @@ from bob.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from bob.data.fingerprints import folder_sha256  # noqa: E402
 from bob.toyworld.demo import measure_and_report  # noqa: E402
 from bob.toyworld.oracle import ClassOracle  # noqa: E402
-from bob.toyworld.pipeline import ALL_ARMS, PipelineSettings, ToyWorldPipeline, default_prior, synthetic_arms  # noqa: E402
+from bob.toyworld.pipeline import (  # noqa: E402
+    ALL_ARMS,
+    PipelineSettings,
+    ToyWorldPipeline,
+    default_jobs,
+    default_prior,
+    jobs_argument,
+    synthetic_arms,
+)
 from bob.toyworld.report import ARM_TITLES, markdown_table, synthetic_records  # noqa: E402
 from bob.toyworld.round_trip import load_prior_vae, oracle_round_trip_accuracy  # noqa: E402
 
@@ -156,6 +164,10 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
     parser.add_argument("--prior", default=None)
     parser.add_argument("--arms", nargs="+", choices=ALL_ARMS, default=list(ALL_ARMS))
     parser.add_argument("--rerun", action="store_true", help="run every seed again, even one an earlier run finished")
+    parser.add_argument(
+        "--jobs", type=jobs_argument, default=default_jobs(),
+        help="independent stages of a seed run side by side, sharing the torch threads (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     runs: dict[int, dict[str, Any]] = {}
@@ -178,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, Any]]:
             print(f"seed {seed}: reusing the run in {out / f'seed{seed}'} (--rerun runs it again)")
             runs[seed] = finished[seed]
         else:
-            pipeline = ToyWorldPipeline(out / f"seed{seed}", settings[seed])
+            pipeline = ToyWorldPipeline(out / f"seed{seed}", settings[seed], jobs=args.jobs)
             summary = pipeline.run()
             runs[seed] = {**summary, "dependence": measure_and_report(pipeline, summary)}
             runs[seed]["class_fidelity"] = class_fidelity(pipeline, oracle, class_names_of(pipeline))

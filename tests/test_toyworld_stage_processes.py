@@ -3,6 +3,7 @@
 import argparse
 import hashlib
 import json
+from concurrent.futures import Executor, Future
 
 import pytest
 import torch
@@ -72,6 +73,33 @@ def test_default_jobs_share_the_threads_torch_has():
         assert default_jobs() == 1  # one thread: a second process would only oversubscribe it
         torch.set_num_threads(2)
         assert default_jobs() == 2
-        assert ToyWorldPipeline("unused", PipelineSettings.tiny(), jobs=2).stage_threads == 1
+        pipeline = ToyWorldPipeline("unused", PipelineSettings.tiny(), jobs=2)
+        assert pipeline.stage_threads() == 1 and pipeline.stage_threads(1) == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_stages_run_jobs_at_a_time_and_a_last_one_alone_runs_here_on_every_thread(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pipeline = ToyWorldPipeline("unused", PipelineSettings.tiny(), jobs=2)
+        here = []
+        monkeypatch.setattr(pipeline, "generate", lambda name: here.append((name, torch.get_num_threads())) or f"here:{name}")
+
+        class Workers(Executor):
+            submitted = []
+
+            def submit(self, fn, *args):
+                self.submitted.append(args)  # out, settings, stage, name, threads
+                future = Future()
+                future.set_result((f"worker:{args[3]}", {f"generate_{args[3]}": 1.0}))
+                return future
+
+        results = pipeline._each("generate", ["datadream", "within_class", "bob"], Workers())
+    finally:
+        torch.set_num_threads(before)
+    assert [(args[2], args[3], args[4]) for args in Workers.submitted] == [("generate", "datadream", 1), ("generate", "within_class", 1)]
+    assert here == [("bob", 2)]
+    assert results == {"datadream": "worker:datadream", "within_class": "worker:within_class", "bob": "here:bob"}
+    assert pipeline.timings == {"generate_datadream": 1.0, "generate_within_class": 1.0}

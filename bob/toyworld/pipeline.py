@@ -331,12 +331,11 @@ class ToyWorldPipeline:
         metrics["best_checkpoint"] = Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None
         return metrics
 
-    @property
-    def stage_threads(self) -> int:
-        """The torch threads of each stage: this process's, shared equally by the stages side by side."""
+    def stage_threads(self, side_by_side: int | None = None) -> int:
+        """The torch threads of each of ``side_by_side`` stages (default: ``jobs``): this process's, shared equally."""
         import torch
 
-        return max(1, torch.get_num_threads() // self.jobs)
+        return max(1, torch.get_num_threads() // (side_by_side or self.jobs))
 
     def _stage_processes(self) -> contextlib.AbstractContextManager[Executor | None]:
         if self.jobs == 1:
@@ -345,24 +344,34 @@ class ToyWorldPipeline:
         return ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"))
 
     def _each(self, stage: str, names: list[str], processes: Executor | None) -> dict[str, Any]:
-        """``stage`` for every one of ``names``: here one after another, or side by side in ``processes``."""
-        if processes is None or len(names) < 2:
+        """``stage`` for every one of ``names``: here one after another, or ``jobs`` at a time side by side in ``processes``.
+
+        In rounds of ``jobs`` stages that share the threads; a last round of one stage runs here
+        with every thread (three generations on two cores: two side by side, then one on both
+        cores, rather than the third on one core beside an idle one).
+        """
+        if processes is None:
             return {name: getattr(self, stage)(name) for name in names}
-        log.warning(
-            "toy world [%s]: %s %s side by side (%d processes, %d thread(s) each; progress bars off, "
-            "each stage's log in %s)", self.out.name, stage, ", ".join(names), min(self.jobs, len(names)),
-            self.stage_threads, self.out / "logs",
-        )
-        started = time.monotonic()
-        futures = {
-            name: processes.submit(_stage_in_process, str(self.out), self.settings, stage, name, self.stage_threads)
-            for name in names
-        }
         results = {}
-        for name, future in futures.items():
-            results[name], timings = future.result()
-            self.timings.update(timings)
-        log.warning("toy world [%s]: %s done in %.0f s", self.out.name, stage, time.monotonic() - started)
+        for start in range(0, len(names), self.jobs):
+            group = names[start:start + self.jobs]
+            if len(group) == 1:
+                results[group[0]] = getattr(self, stage)(group[0])
+                continue
+            threads = self.stage_threads(len(group))
+            log.warning(
+                "toy world [%s]: %s %s side by side (%d processes, %d thread(s) each; progress bars off, "
+                "each stage's log in %s)", self.out.name, stage, ", ".join(group), len(group), threads, self.out / "logs",
+            )
+            started = time.monotonic()
+            futures = {
+                name: processes.submit(_stage_in_process, str(self.out), self.settings, stage, name, threads)
+                for name in group
+            }
+            for name, future in futures.items():
+                results[name], timings = future.result()
+                self.timings.update(timings)
+            log.warning("toy world [%s]: %s %s done in %.0f s", self.out.name, stage, ", ".join(group), time.monotonic() - started)
         return results
 
     def run(self) -> dict[str, Any]:

@@ -108,6 +108,22 @@ def test_results_table_shows_synthetic_dependence_only_for_synthetic_arms():
     assert "0.91" not in rows[0] and all("0.91" in row for row in rows[1:])
 
 
+def _pipeline_made_by(module, argv, monkeypatch, tmp_path) -> dict:
+    """The arguments ``module.main(argv)`` builds its `ToyWorldPipeline` with (it is stopped there)."""
+    seen = {}
+
+    class Pipeline:
+        def __init__(self, out, settings, jobs):
+            seen.update(settings=settings, jobs=jobs)
+            raise _Stop
+
+    monkeypatch.setattr(module, "ToyWorldPipeline", Pipeline)
+    monkeypatch.setattr(science, "ClassOracle", lambda: None)  # trains a CNN otherwise
+    with pytest.raises(_Stop):
+        module.main(["--out", str(tmp_path), *argv])
+    return seen
+
+
 @pytest.mark.parametrize(("module", "argv", "expected"), [
     (demo, [], ARMS),
     (demo, ["--tiny", "--arms", "within_class", "real"], ("real", "within_class")),
@@ -115,35 +131,14 @@ def test_results_table_shows_synthetic_dependence_only_for_synthetic_arms():
     (science, ["--arms", "real", "bob"], ("real", "bob")),
 ])
 def test_commands_take_the_arms(monkeypatch, tmp_path, module, argv, expected):
-    seen = []
-
-    class Pipeline:
-        def __init__(self, out, settings, jobs):
-            seen.append(settings)
-            raise _Stop
-
-    monkeypatch.setattr(module, "ToyWorldPipeline", Pipeline)
-    monkeypatch.setattr(science, "ClassOracle", lambda: None)  # trains a CNN otherwise
-    with pytest.raises(_Stop):
-        module.main(["--out", str(tmp_path), *argv])
-    assert seen[0].arms == expected
+    assert _pipeline_made_by(module, argv, monkeypatch, tmp_path)["settings"].arms == expected
 
 
 @pytest.mark.parametrize("module", [demo, science])
 @pytest.mark.parametrize(("argv", "expected"), [([], None), (["--jobs", "1"], 1), (["--jobs", "3"], 3)])
 def test_commands_take_the_number_of_stages_side_by_side(monkeypatch, tmp_path, module, argv, expected):
-    seen = []
-
-    class Pipeline:
-        def __init__(self, out, settings, jobs):
-            seen.append(jobs)
-            raise _Stop
-
-    monkeypatch.setattr(module, "ToyWorldPipeline", Pipeline)
-    monkeypatch.setattr(science, "ClassOracle", lambda: None)
-    with pytest.raises(_Stop):
-        module.main(["--out", str(tmp_path), *argv])
-    assert seen == [default_jobs() if expected is None else expected]
+    jobs = _pipeline_made_by(module, argv, monkeypatch, tmp_path)["jobs"]
+    assert jobs == (default_jobs() if expected is None else expected)
 
 
 def test_report_leads_with_the_comparison_table_and_the_side_by_side_grid(tmp_path):

@@ -74,7 +74,7 @@ def test_default_jobs_share_the_threads_torch_has():
         torch.set_num_threads(2)
         assert default_jobs() == 2
         pipeline = ToyWorldPipeline("unused", PipelineSettings.tiny(), jobs=2)
-        assert pipeline.stage_threads() == 1 and pipeline.stage_threads(1) == 2
+        assert pipeline.stage_threads(pipeline.jobs) == 1 and pipeline.stage_threads(1) == 2
     finally:
         torch.set_num_threads(before)
 

@@ -331,11 +331,11 @@ class ToyWorldPipeline:
         metrics["best_checkpoint"] = Path(checkpoint.best_model_path).name if checkpoint.best_model_path else None
         return metrics
 
-    def stage_threads(self, side_by_side: int | None = None) -> int:
-        """The torch threads of each of ``side_by_side`` stages (default: ``jobs``): this process's, shared equally."""
+    def stage_threads(self, side_by_side: int) -> int:
+        """The torch threads of each of ``side_by_side`` stages: this process's, shared equally."""
         import torch
 
-        return max(1, torch.get_num_threads() // (side_by_side or self.jobs))
+        return max(1, torch.get_num_threads() // side_by_side)
 
     def _stage_processes(self) -> contextlib.AbstractContextManager[Executor | None]:
         if self.jobs == 1:
@@ -350,11 +350,10 @@ class ToyWorldPipeline:
         with every thread (three generations on two cores: two side by side, then one on both
         cores, rather than the third on one core beside an idle one).
         """
-        if processes is None:
-            return {name: getattr(self, stage)(name) for name in names}
+        per_round = self.jobs if processes is not None else 1
         results = {}
-        for start in range(0, len(names), self.jobs):
-            group = names[start:start + self.jobs]
+        for start in range(0, len(names), per_round):
+            group = names[start:start + per_round]
             if len(group) == 1:
                 results[group[0]] = getattr(self, stage)(group[0])
                 continue

@@ -1,6 +1,8 @@
-"""The toy prior's training step (stage B) on this machine's CPU: eager against torch.compile.
+"""The toy prior's training step (stage B) on this machine's CPU: eager against torch.compile,
+or the shipped recipe against the recipe with some of its settings changed.
 
     python -m benchmarks.toy_prior_step [--threads 1] [--repeats 4] [--steps 4] [--out runs/benchmarks/toy_prior_step.json]
+    python -m benchmarks.toy_prior_step --set attention_head_width=32   # both eager
 
 Pretraining the prior is bounded by CPU time (docs/toyworld.md), so a faster step is more steps
 in the same budget. Each variant is `ToyPriorPretraining.training_step` with the shipped recipe
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import os
 import random
@@ -34,6 +37,14 @@ def shipped_recipe() -> tuple[dict, int]:
 
     config = yaml.safe_load((CONFIGS / "prior.yaml").read_text(encoding="utf-8"))
     return config["model"]["init_args"], config["data"]["init_args"]["batch_size"]
+
+
+def recipe_change(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of a stage-B init argument, the value read as YAML (``32``, ``false``, ``[32, 64]``)."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=VALUE, e.g. attention_head_width=32")
+    return key, yaml.safe_load(value)
 
 
 def shipped_module(init_args: dict):
@@ -92,20 +103,36 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per repetition")
     parser.add_argument("--out", default="runs/benchmarks/toy_prior_step.json")
+    parser.add_argument(
+        "--set", dest="changes", type=recipe_change, action="append", default=[], metavar="KEY=VALUE",
+        help="time the recipe with this stage-B argument changed against the shipped one, both eager (repeatable)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     init_args, batch_size = shipped_recipe()
     module, data = shipped_module(init_args), batch(batch_size)
-    variants = {"eager": stepper(module, data, False, args.steps), "torch.compile": stepper(module, data, True, args.steps)}
+    if args.changes:
+        changed = dict(args.changes)
+        unknown = sorted(set(changed) - set(inspect.signature(type(module)).parameters))
+        if unknown:
+            parser.error(f"--set {', '.join(unknown)}: not arguments of ToyPriorPretraining")
+        torch.manual_seed(0)
+        label = ", ".join(f"{key}={value}" for key, value in changed.items())
+        variants = {"shipped": stepper(module, data, False, args.steps),
+                    label: stepper(shipped_module({**init_args, **changed}), data, False, args.steps)}
+    else:
+        variants = {"eager": stepper(module, data, False, args.steps), "torch.compile": stepper(module, data, True, args.steps)}
+    first, second = variants
     runs = alternate(variants, args.repeats, on_run=lambda name, run: print(
         f"{name}: {run.throughput:.3f} steps/s, {run.cpu_throughput:.3f} steps per CPU-second", flush=True))
     result = {
         "threads": args.threads, "batch": batch_size, "torch": torch.__version__,
         "median_steps_per_second": {name: statistics.median(r.throughput for r in rs) for name, rs in runs.items()},
         "median_steps_per_cpu_second": {name: statistics.median(r.cpu_throughput for r in rs) for name, rs in runs.items()},
-        "paired_ratio_compiled_over_eager_cpu_time": statistics.median(
-            c.cpu_throughput / e.cpu_throughput for c, e in zip(runs["torch.compile"], runs["eager"], strict=True)),
+        # Steps per CPU-second of the second variant over the first's, repetition by repetition.
+        "compared": f"{second} over {first}",
+        "paired_ratio_cpu_time": statistics.median(
+            b.cpu_throughput / a.cpu_throughput for a, b in zip(runs[first], runs[second], strict=True)),
     }
     atomic_write_json(Path(args.out), result)
     print(json.dumps(result, indent=1))

@@ -246,3 +246,21 @@ def test_latent_crop_agreement_on_the_toy_vae():
     # to something close to the crop (a broken crop offset would fall to a few dB).
     assert 0 < result["latent_rel_mse_interior"] < result["latent_rel_mse_border"]
     assert result["psnr_latent_grid_crop"] > 15 and result["psnr_pixel_crop_round_trip"] > 15
+
+
+def test_toy_prior_step_times_a_changed_recipe_against_the_shipped_one(tmp_path, monkeypatch):
+    from benchmarks import toy_prior_step
+
+    tiny = {"unet_channels": [32, 32, 32, 32], "plain_levels": 2, "text_hidden_size": 32,
+            "prediction_type": "v_prediction", "zero_terminal_snr": True}
+    monkeypatch.setattr(toy_prior_step, "shipped_recipe", lambda: (tiny, 2))
+    out = tmp_path / "step.json"
+    result = toy_prior_step.main(
+        ["--set", "attention_head_width=16", "--repeats", "1", "--steps", "2", "--out", str(out)])
+    assert result["compared"] == "attention_head_width=16 over shipped"
+    assert set(result["median_steps_per_cpu_second"]) == {"shipped", "attention_head_width=16"}
+    assert result["paired_ratio_cpu_time"] > 0
+    assert json.loads(out.read_text())["compared"] == result["compared"]
+    for bad in ("attention_head_width", "no_such_argument=1"):
+        with pytest.raises(SystemExit):
+            toy_prior_step.main(["--set", bad, "--out", str(out)])

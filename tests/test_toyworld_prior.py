@@ -328,3 +328,33 @@ def test_the_diffusion_classifier_reads_the_background_the_shipped_prior_follows
     reading = result["background_reading_by_diffusion_classifier"]
     assert reading["images"] == 16 and reading["chance"] == pytest.approx(1 / 8)
     assert reading["all_timesteps"] >= 0.5
+
+
+def test_attention_head_width_sets_the_heads_of_every_attention_level_and_the_model_card_says_so():
+    from diffusers import StableDiffusionPipeline
+
+    from bob.toyworld.model_card import model_card
+    from bob.toyworld.pretrain_prior import ToyPriorPretraining
+    from bob.toyworld.prior_parts import build_unet
+
+    def widths(unet) -> set[tuple[int, int]]:
+        attentions = [m for name, m in unet.named_modules() if name.endswith(("attn1", "attn2"))]
+        assert attentions
+        return {(m.heads, m.inner_dim // m.heads) for m in attentions}
+
+    # diffusers reads `attention_head_dim` as a head count: the old builder made 32 heads of 4 channels.
+    assert widths(build_unet((32, 64, 128, 128), 128, 32, 4, plain_levels=2)) == {(32, 4)}
+    wide = build_unet((32, 64, 128, 128), 128, 32, 4, plain_levels=2, attention_head_width=32)
+    assert widths(wide) == {(4, 32)}
+    with pytest.raises(ValueError, match="attention_head_width=48 must divide"):
+        build_unet((32, 64, 128, 128), 128, 32, 4, plain_levels=2, attention_head_width=48)
+    shipped = StableDiffusionPipeline.from_pretrained(str(default_prior()), safety_checker=None, dtype=torch.float32)
+    card = model_card({}, {}, {**shipped.components, "unet": wide}, "x")
+    assert "cross-attention at 8x8 and 4x4 (4 heads of 32 channels)" in card
+    # The pretraining module passes its setting to the UNet it builds.
+    module = ToyPriorPretraining(
+        vae=str(default_prior() / "vae"), unet_channels=(32, 32, 32, 32), plain_levels=2, text_hidden_size=32,
+        attention_head_width=16,
+    )
+    module.configure_model()
+    assert widths(module.unet) == {(2, 16)}

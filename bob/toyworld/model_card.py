@@ -35,8 +35,14 @@ def _latent_shape(vae) -> str:
 
 
 def _attention_grids(unet, latent_side: int) -> str:
-    sides = [latent_side // 2**i for i, kind in enumerate(unet.config.down_block_types) if "CrossAttn" in kind]
-    return " and ".join(f"{s}x{s}" for s in sides)
+    config = unet.config
+    levels = [i for i, kind in enumerate(config.down_block_types) if "CrossAttn" in kind]
+    # diffusers' `attention_head_dim` is the number of heads of each level (a naming kept for old configs).
+    heads = config.attention_head_dim
+    heads = list(heads) if isinstance(heads, list | tuple) else [heads] * len(config.block_out_channels)
+    shapes = [f"{heads[i]} heads of {config.block_out_channels[i] // heads[i]} channels" for i in levels]
+    grids = " and ".join(f"{latent_side // 2**i}x{latent_side // 2**i}" for i in levels)
+    return f"{grids} ({', '.join(dict.fromkeys(shapes))})"
 
 
 def model_card(facts: dict, vae_facts: dict, parts: dict[str, torch.nn.Module], command: str) -> str:

@@ -40,6 +40,8 @@ class ToyPriorPretraining(LightningModule):
         pooled_text: also add a pooling of the prompt's encoding to the UNet's timestep
             embedding (`build_unet`), a conditioning path into every block besides
             cross-attention.
+        attention_head_width: channels of each UNet attention head; ``None`` keeps 32 heads a
+            level, 4 channels wide at 128 channels, as the shipped prior has (`build_unet`).
         text_hidden_size: width of the CLIP text encoder.
         text_layers: transformer layers of the text encoder.
         train_text_encoder: train the text encoder with the UNet. ``False`` keeps it at its
@@ -71,6 +73,7 @@ class ToyPriorPretraining(LightningModule):
         unet_channels: tuple[int, ...] = (64, 128, 128),
         plain_levels: int = 1,
         pooled_text: bool = False,
+        attention_head_width: int | None = None,
         text_hidden_size: int = 128,
         text_layers: int = 3,
         train_text_encoder: bool = True,
@@ -112,6 +115,7 @@ class ToyPriorPretraining(LightningModule):
             tuple(self.hparams.unet_channels), self.hparams.text_hidden_size,
             self.vae.config.sample_size // 2 ** (len(self.vae.config.block_out_channels) - 1),
             self.vae.config.latent_channels, self.hparams.plain_levels, self.hparams.pooled_text,
+            self.hparams.attention_head_width,
         )
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         if self.hparams.train_text_encoder:

@@ -108,14 +108,17 @@ def main(argv: list[str] | None = None) -> dict:
         help="time the recipe with this stage-B argument changed against the shipped one, both eager (repeatable)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    changed = dict(args.changes)
+    if changed:
+        from bob.toyworld.pretrain_prior import ToyPriorPretraining
+
+        unknown = sorted(set(changed) - set(inspect.signature(ToyPriorPretraining).parameters))
+        if unknown:
+            parser.error(f"--set {', '.join(unknown)}: not arguments of ToyPriorPretraining")
     torch.manual_seed(0)
     init_args, batch_size = shipped_recipe()
     module, data = shipped_module(init_args), batch(batch_size)
-    if args.changes:
-        changed = dict(args.changes)
-        unknown = sorted(set(changed) - set(inspect.signature(type(module)).parameters))
-        if unknown:
-            parser.error(f"--set {', '.join(unknown)}: not arguments of ToyPriorPretraining")
+    if changed:
         torch.manual_seed(0)
         label = ", ".join(f"{key}={value}" for key, value in changed.items())
         variants = {"shipped": stepper(module, data, False, args.steps),

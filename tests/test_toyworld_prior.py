@@ -342,7 +342,7 @@ def test_attention_head_width_sets_the_heads_of_every_attention_level_and_the_mo
         assert attentions
         return {(m.heads, m.inner_dim // m.heads) for m in attentions}
 
-    # diffusers reads `attention_head_dim` as a head count: the old builder made 32 heads of 4 channels.
+    # The default width keeps the shipped layout: 32 heads of 4 channels at 128 channels.
     assert widths(build_unet((32, 64, 128, 128), 128, 32, 4, plain_levels=2)) == {(32, 4)}
     wide = build_unet((32, 64, 128, 128), 128, 32, 4, plain_levels=2, attention_head_width=32)
     assert widths(wide) == {(4, 32)}

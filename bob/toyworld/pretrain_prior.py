@@ -40,8 +40,8 @@ class ToyPriorPretraining(LightningModule):
         pooled_text: also add a pooling of the prompt's encoding to the UNet's timestep
             embedding (`build_unet`), a conditioning path into every block besides
             cross-attention.
-        attention_head_width: channels of each UNet attention head; ``None`` keeps 32 heads a
-            level, 4 channels wide at 128 channels, as the shipped prior has (`build_unet`).
+        attention_head_width: channels of each UNet attention head; 4, the shipped prior's,
+            makes 32 heads at 128 channels (`build_unet`).
         text_hidden_size: width of the CLIP text encoder.
         text_layers: transformer layers of the text encoder.
         train_text_encoder: train the text encoder with the UNet. ``False`` keeps it at its
@@ -73,7 +73,7 @@ class ToyPriorPretraining(LightningModule):
         unet_channels: tuple[int, ...] = (64, 128, 128),
         plain_levels: int = 1,
         pooled_text: bool = False,
-        attention_head_width: int | None = None,
+        attention_head_width: int = 4,
         text_hidden_size: int = 128,
         text_layers: int = 3,
         train_text_encoder: bool = True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 def build_unet(
     channels: tuple[int, ...] = (64, 128, 128), cross_attention_dim: int = 128, latent_size: int = 16,
     latent_channels: int = 8, plain_levels: int = 1, pooled_text: bool = False,
-    attention_head_width: int | None = None,
+    attention_head_width: int = 4,
 ):
     """A `UNet2DConditionModel` with cross-attention on all but the ``plain_levels`` finest levels
     (attention over a 32x32 grid costs a CPU more than the rest of the step).
@@ -21,20 +21,16 @@ def build_unet(
     channel a group (this UNet's first level) and mostly erased at the others.
 
     ``attention_head_width`` is the channels of each attention head (Stable Diffusion's are 64
-    wide). ``None`` keeps 32 heads at every level, as the first toy priors were built: diffusers
-    reads its ``attention_head_dim`` as the number of heads (a naming kept for old configs), so
-    at 128 channels those heads are 4 channels wide."""
+    wide); the default 4 gives the shipped prior's 32 heads at 128 channels. diffusers reads its
+    ``attention_head_dim`` argument as the number of heads of each level (a naming kept for old
+    configs), so that is what it is given."""
     from diffusers import UNet2DConditionModel
 
     if not 1 <= plain_levels < len(channels):
         raise ValueError(f"plain_levels={plain_levels} must leave 1 to {len(channels) - 1} attention levels")
-    heads = 32
-    if attention_head_width is not None:
-        if attention_head_width < 1 or any(c % attention_head_width for c in channels):
-            raise ValueError(
-                f"attention_head_width={attention_head_width} must divide every level's channels {tuple(channels)}")
-        # diffusers' `attention_head_dim` is the number of heads of each level.
-        heads = tuple(c // attention_head_width for c in channels)
+    if attention_head_width < 1 or any(c % attention_head_width for c in channels):
+        raise ValueError(
+            f"attention_head_width={attention_head_width} must divide every level's channels {tuple(channels)}")
     attention = len(channels) - plain_levels
     down = ("DownBlock2D",) * plain_levels + ("CrossAttnDownBlock2D",) * attention
     up = ("CrossAttnUpBlock2D",) * attention + ("UpBlock2D",) * plain_levels
@@ -47,7 +43,7 @@ def build_unet(
         down_block_types=down,
         up_block_types=up,
         cross_attention_dim=cross_attention_dim,
-        attention_head_dim=heads,
+        attention_head_dim=tuple(c // attention_head_width for c in channels),
         norm_num_groups=min(32, channels[0]),
         addition_embed_type="text" if pooled_text else None,
         resnet_time_scale_shift="scale_shift" if pooled_text else "default",

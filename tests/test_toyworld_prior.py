@@ -60,6 +60,9 @@ def test_shipped_prior_is_small_complete_and_uses_the_world_vocabulary(tmp_path)
         assert (prior / part).is_dir()
     card = (prior / "README.md").read_text()
     assert "Reproduce" in card and "wall time" in card
+    # The card's attention line is what the exporter writes for the shipped UNet's own config.
+    unet_config = json.loads((prior / "unet" / "config.json").read_text())
+    assert unet_config["attention_head_dim"] == 32 and "8x8 and 4x4 (32 heads of 4 channels)" in card
     facts = json.loads((prior / "training.json").read_text())
     assert facts["steps"] > 0 and facts["final_loss_ema"] is not None
     write_tokenizer_files(tmp_path)
@@ -358,3 +361,27 @@ def test_attention_head_width_sets_the_heads_of_every_attention_level_and_the_mo
     )
     module.configure_model()
     assert widths(module.unet) == {(2, 16)}
+
+
+def test_part_agreement_counts_each_part_against_its_chance_over_the_classes():
+    from bob.toyworld.prior_eval import part_agreement
+    from bob.toyworld.variants import PART_NAMES, Variant
+
+    a = Variant("Aaaaa", "swept", 2, "red", "none", "white", "body")
+    b = Variant("Bbbbb", "swept", 4, "blue", "none", "white", "black")
+    c = Variant("Ccccc", "delta", 0, "red", "yellow", "tan", "body")
+    d = Variant("Ddddd", "glider", 0, "green", "none", "white", "red")
+    # Named a, a, b, c; the classifier picked b, a, b, d.
+    rows = part_agreement([b, a, b, d], [a, a, b, c], [a, b, c, d])
+    assert list(rows) == list(PART_NAMES)
+    assert rows["wing"]["share"] == pytest.approx(3 / 4)  # swept, swept, swept agree; glider is not delta
+    assert rows["engines"]["share"] == pytest.approx(3 / 4)  # 4 is not 2; the glider and the delta both have 0
+    assert rows["tail"]["share"] == pytest.approx(2 / 4)
+    assert rows["wingtip"]["share"] == pytest.approx(3 / 4)
+    assert rows["body"]["share"] == pytest.approx(3 / 4)
+    assert rows["nose"]["share"] == pytest.approx(2 / 4)
+    # Chance: two of the four classes drawn uniformly share the value (wing: 2 swept, 1 delta, 1 glider).
+    assert rows["wing"]["chance"] == pytest.approx((2 / 4) ** 2 + 2 * (1 / 4) ** 2)
+    assert rows["body"]["chance"] == pytest.approx((3 / 4) ** 2 + (1 / 4) ** 2)
+    # Every pick has a white body, so the body share is just how many named variants are white.
+    assert rows["body"]["most_drawn"] == 1.0 and rows["wing"]["most_drawn"] == pytest.approx(3 / 4)

@@ -41,6 +41,8 @@ TAIL_COLOURS = ("red", "blue", "green", "orange", "black", "purple")
 TIP_COLOURS = ("none", "yellow", "red", "blue", "black", "green")
 BODY_COLOURS = ("white", "silver", "tan", "yellow")
 NOSE_COLOURS = ("body", "black", "red", "blue")
+#: the fields of `Variant` that decide its look, in the order of `Variant.parts`.
+PART_NAMES = ("wing", "engines", "tail", "wingtip", "body", "nose")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Variant:
 
     @property
     def parts(self) -> tuple[str, int, str, str, str, str]:
-        return (self.wing, self.engines, self.tail, self.wingtip, self.body, self.nose)
+        return tuple(getattr(self, part) for part in PART_NAMES)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "family": self.family}

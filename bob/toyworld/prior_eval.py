@@ -227,11 +227,11 @@ def part_agreement(drawn: list[Variant], named: list[Variant], population: list[
     ``most_drawn`` is the share of picks with the part's most frequent value: near 1, the
     classifier reads every image's part alike, and the share is the named variants' base rate."""
     rows = {}
-    for index, part in enumerate(PART_NAMES):
-        counts = np.unique([v.parts[index] for v in population], return_counts=True)[1] / len(population)
-        same = [d.parts[index] == n.parts[index] for d, n in zip(drawn, named, strict=True)]
-        drawn_counts = np.unique([v.parts[index] for v in drawn], return_counts=True)[1]
-        rows[part] = {"share": float(np.mean(same)), "chance": float((counts**2).sum()),
+    for part in PART_NAMES:
+        shares = np.unique([getattr(v, part) for v in population], return_counts=True)[1] / len(population)
+        drawn_counts = np.unique([getattr(v, part) for v in drawn], return_counts=True)[1]
+        same = [getattr(d, part) == getattr(n, part) for d, n in zip(drawn, named, strict=True)]
+        rows[part] = {"share": float(np.mean(same)), "chance": float((shares**2).sum()),
                       "most_drawn": float(drawn_counts.max() / len(drawn))}
     return rows
 
